@@ -1,0 +1,382 @@
+"""Every typed configuration of the toolchain: frozen keyword-only dataclasses, YAML I/O, overrides.
+
+One `Config` holds a section per stage. Units live in field names (`window_ms`,
+`sample_rate_hz`). Derived values are properties. Unknown keys and wrong types raise
+`ConfigError` naming the key and suggesting the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontendConfig:
+    """The TFLite Micro audio frontend, as ESPHome-class firmware runs it (pymicro-features).
+
+    The window, step and channel count are fixed by the C frontend that pymicro-features wraps;
+    they are recorded here so exports and C headers are generated from one place.
+    """
+
+    sample_rate_hz: int = 16000
+    window_ms: int = 30
+    step_ms: int = 10
+    num_channels: int = 40
+    clip_duration_ms: int = 1000
+    # pymicro-features returns the frontend's uint16 output scaled by 1/25.6 (a float in [0, ~26]).
+    feature_scale: float = 1.0 / 25.6
+
+    def __post_init__(self) -> None:
+        fixed = {"sample_rate_hz": 16000, "window_ms": 30, "step_ms": 10, "num_channels": 40}
+        for key, value in fixed.items():
+            _check(
+                getattr(self, key) == value,
+                f"frontend.{key}={getattr(self, key)} is not supported: the TFLM micro frontend "
+                f"(pymicro-features) is built for {key}={value}",
+            )
+        _check(
+            self.clip_duration_ms >= self.window_ms,
+            f"frontend.clip_duration_ms must be >= window_ms ({self.window_ms}), got {self.clip_duration_ms}",
+        )
+
+    @property
+    def clip_samples(self) -> int:
+        return self.sample_rate_hz * self.clip_duration_ms // 1000
+
+    @property
+    def window_samples(self) -> int:
+        return self.sample_rate_hz * self.window_ms // 1000
+
+    @property
+    def step_samples(self) -> int:
+        return self.sample_rate_hz * self.step_ms // 1000
+
+    @property
+    def num_frames(self) -> int:
+        """Feature frames for one clip (98 for 1 s): one per full window, stepping by step_ms."""
+        return 1 + (self.clip_samples - self.window_samples) // self.step_samples
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    """Augmentation applied when a dataset is synthesized (baked into the WAVs)."""
+
+    copies_per_clip: int = 1
+    noise_probability: float = 0.8
+    snr_db_min: float = 0.0
+    snr_db_max: float = 25.0
+    reverb_probability: float = 0.4
+    num_room_impulse_responses: int = 24
+    gain_db_min: float = -12.0
+    gain_db_max: float = 6.0
+    max_shift_ms: int = 150
+
+    def __post_init__(self) -> None:
+        _check(self.copies_per_clip >= 1, "augment.copies_per_clip must be >= 1")
+        for name in ("noise_probability", "reverb_probability"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"augment.{name} must be in [0, 1], got {value}")
+        _check(self.snr_db_min <= self.snr_db_max, "augment.snr_db_min must be <= snr_db_max")
+        _check(self.gain_db_min <= self.gain_db_max, "augment.gain_db_min must be <= gain_db_max")
+        _check(self.max_shift_ms >= 0, "augment.max_shift_ms must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the dataset comes from and how it is split."""
+
+    source: str = "synth"  # "synth" (TTS wake word) or "speech_commands" (folder per word)
+    dataset_dir: str = "runs/quickstart/data"
+    wake_word: str = "hey tiny"
+    # Synthesis sizes: clean utterances before augmentation copies.
+    num_positive: int = 1200
+    num_confusable: int = 900
+    num_other_speech: int = 900
+    num_background: int = 300
+    speeds_wpm: tuple[int, ...] = (120, 140, 160, 180, 200)
+    pitch_range: tuple[int, int] = (25, 75)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    # Speech Commands: which words are keywords; the rest become _unknown_.
+    keywords: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+    silence_fraction: float = 0.1
+    unknown_fraction: float = 0.1
+    strict: bool = False
+    seed: int = 0
+    num_workers: int = 0  # 0 = all cores
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("synth", "speech_commands"),
+               f"data.source must be 'synth' or 'speech_commands', got {self.source!r}")
+        _check(bool(self.wake_word.strip()) or self.source != "synth", "data.wake_word must not be empty")
+        _check(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+               and self.val_fraction + self.test_fraction < 1,
+               "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
+        _check(self.num_positive > 0, "data.num_positive must be > 0")
+        _check(len(self.pitch_range) == 2 and self.pitch_range[0] <= self.pitch_range[1],
+               "data.pitch_range must be [low, high]")
+        _check(len(self.speeds_wpm) > 0, "data.speeds_wpm must not be empty")
+
+    @property
+    def wake_word_label(self) -> str:
+        return "_".join(self.wake_word.lower().split())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Which student to build. `name='tinyconv'` takes the depthwise toggle and the width."""
+
+    name: str = "tinyconv"
+    tiny_conv_use_depthwise: bool = True
+    width_multiplier: float = 0.5
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.width_multiplier > 0, f"model.width_multiplier must be > 0, got {self.width_multiplier}")
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Float training (and the QAT fine-tune, which reuses this loop)."""
+
+    out_dir: str = "runs/quickstart"
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-3
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.05
+    class_weighting: bool = True
+    spec_augment: bool = True
+    time_mask_frames: int = 10
+    freq_mask_channels: int = 6
+    early_stopping_patience: int = 8
+    # Best checkpoint by this validation metric (higher is better for all of them).
+    selection_metric: str = "wake_recall_at_far"
+    target_far: float = 0.01
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    num_threads: int = 0  # 0 = torch default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size must be >= 1")
+        _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+        _check(self.selection_metric in ("accuracy", "wake_recall_at_far", "neg_loss"),
+               f"train.selection_metric must be accuracy, wake_recall_at_far or neg_loss, "
+               f"got {self.selection_metric!r}")
+        _check(0 < self.target_far < 1, "train.target_far must be in (0, 1)")
+        _check(self.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QATConfig:
+    """Quantization-aware training (TFLite Micro integer scheme)."""
+
+    enabled: bool = False
+    epochs: int = 8
+    learning_rate: float = 5e-4
+    freeze_observers_epoch: int = 5
+    freeze_bn_epoch: int = 4
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "qat.epochs must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillationConfig:
+    """Dual-teacher distillation (Wav2Vec2 + Conformer)."""
+
+    enabled: bool = False
+    teachers: tuple[str, ...] = ("wav2vec2", "conformer")
+    teacher_size: str = "tiny"
+    teacher_pretrained_dirs: dict[str, str] = field(default_factory=dict)
+    teacher_epochs: int = 6
+    teacher_alignment_layers: dict[str, tuple[int, ...]] = field(
+        default_factory=lambda: {"wav2vec2": (-1,), "conformer": (-1,)}
+    )
+    student_alignment_layers: tuple[int, ...] = (-1,)
+    temperature: float = 4.0
+    weighting_temperature: float = 1.0
+    alpha_ce: float = 0.5
+    alpha_kd: float = 0.5
+    alpha_feature: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.temperature > 0, "distill.temperature must be > 0")
+        _check(self.weighting_temperature > 0, "distill.weighting_temperature must be > 0")
+        _check(self.teacher_size in ("tiny", "small", "base"),
+               f"distill.teacher_size must be tiny, small or base, got {self.teacher_size!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole toolchain configuration."""
+
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    distill: DistillationConfig = field(default_factory=DistillationConfig)
+
+
+_SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check `value` against a field annotation; lists become tuples. Raises ConfigError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be a boolean (true/false), got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {
+            _coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}[{k}]") for k, v in value.items()
+        }
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} has the wrong type: {value!r}")
+    return value
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"section {section!r} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {section}.{key}{_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any] | None) -> Config:
+    """Build a validated Config from nested plain data (as read from YAML)."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    sections: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"unknown config section {name!r}{_suggest(name, _SECTIONS)}")
+        sections[name] = _build_section(_resolve_section_type(name), values or {}, name)
+    return Config(**sections)
+
+
+def _resolve_section_type(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested data (tuples as lists) that `config_from_dict` reads back unchanged."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {name: plain(dataclasses.asdict(getattr(config, name))) for name in _SECTIONS}
+
+
+def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
+    """Apply `section.key=value` strings; values are parsed as YAML (`true`, `3`, `[1, 2]`)."""
+    raw = config_to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"override key {dotted!r} must be section.key")
+        section, key = parts
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}{_suggest(section, _SECTIONS)}")
+        raw[section][key] = yaml.safe_load(text)
+    return config_from_dict(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    config = config_from_dict(raw)
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML that `load_config` reads back to an equal Config."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of `config` with some fields of some sections changed, validated."""
+    raw = config_to_dict(config)
+    for section, values in sections.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}{_suggest(section, _SECTIONS)}")
+        raw[section].update(values)
+    return config_from_dict(raw)

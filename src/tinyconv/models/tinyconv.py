@@ -1,0 +1,171 @@
+"""TinyConv students: V1 (standard convolutions) and V2 (depthwise-separable, `use_depthwise`).
+
+Input: float features [batch, frames, channels] from the TFLM frontend (98 x 40 for 1 s).
+Layout: a 10x4 stride-2 stem (as micro_speech / DS-CNN), then blocks of 3x3 convolutions, global
+average pooling and one fully connected layer. Every conv is a `ConvBNReLU` (Sequential with
+children conv/bn/relu) so QAT fusion finds each unit by structure, not by name lists.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+from tinyconv.models.registry import register_model
+
+if TYPE_CHECKING:
+    from tinyconv.config import FrontendConfig, ModelConfig
+
+
+class ConvBNReLU(nn.Sequential):
+    """Conv2d (no bias) + BatchNorm2d + ReLU: one fused unit after QAT fusion."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: tuple[int, int],
+        stride: tuple[int, int] = (1, 1),
+        padding: tuple[int, int] = (0, 0),
+        groups: int = 1,
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=False),
+        )
+
+
+def _block(channels: int, stride: int, use_depthwise: bool) -> nn.Sequential:
+    s = (stride, stride)
+    if use_depthwise:
+        return nn.Sequential(
+            ConvBNReLU(channels, channels, (3, 3), s, (1, 1), groups=channels),
+            ConvBNReLU(channels, channels, (1, 1)),
+        )
+    return nn.Sequential(ConvBNReLU(channels, channels, (3, 3), s, (1, 1)))
+
+
+def scaled_channels(base: int, width_multiplier: float) -> int:
+    """Channels scaled by the width multiplier, rounded to a multiple of 8 (SIMD-friendly)."""
+    return max(8, int(round(base * width_multiplier / 8)) * 8)
+
+
+class TinyConvWakeword(nn.Module):
+    """TinyConv V1 (`use_depthwise=False`) or V2 (`use_depthwise=True`)."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        use_depthwise: bool = True,
+        width_multiplier: float = 1.0,
+        base_channels: int = 64,
+        num_blocks: int = 4,
+        dropout: float = 0.1,
+        num_frames: int = 98,
+        num_channels: int = 40,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        c = scaled_channels(base_channels, width_multiplier)
+        self.num_classes = num_classes
+        self.use_depthwise = use_depthwise
+        self.width = c
+        self.input_shape = (num_frames, num_channels)
+        # Stem: 10 frames x 4 channels, stride 2x2, "same"-style padding (98x40 -> 49x20).
+        self.stem = ConvBNReLU(1, c, (10, 4), (2, 2), (4, 1))
+        # The first block halves time and frequency again (49x20 -> 25x10).
+        self.blocks = nn.ModuleList(_block(c, 2 if i == 0 else 1, use_depthwise) for i in range(num_blocks))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c, num_classes)
+
+    @property
+    def feature_dims(self) -> list[int]:
+        """Channel width of each output of `forward_features` (stem, then each block)."""
+        return [self.width] * (1 + len(self.blocks))
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[B, T, F] features -> [stem, block1, ...] maps of shape [B, C, T', F']."""
+        h = self.stem(x.unsqueeze(1))
+        maps = [h]
+        for block in self.blocks:
+            h = block(h)
+            maps.append(h)
+        return maps
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(h), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x.unsqueeze(1))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+def _tinyconv(use_depthwise: bool, width: float, **kwargs: Any) -> TinyConvWakeword:
+    kwargs.setdefault("use_depthwise", use_depthwise)
+    kwargs.setdefault("width_multiplier", width)
+    return TinyConvWakeword(**kwargs)
+
+
+@register_model
+def tinyconv(**kwargs: Any) -> TinyConvWakeword:
+    """Generic entry: `use_depthwise` and `width_multiplier` come from the config."""
+    return _tinyconv(True, 1.0, **kwargs)
+
+
+@register_model
+def tinyconv_v1(**kwargs: Any) -> TinyConvWakeword:
+    return _tinyconv(False, 1.0, **kwargs)
+
+
+@register_model
+def tinyconv_v1_050(**kwargs: Any) -> TinyConvWakeword:
+    return _tinyconv(False, 0.5, **kwargs)
+
+
+@register_model
+def tinyconv_v2(**kwargs: Any) -> TinyConvWakeword:
+    return _tinyconv(True, 1.0, **kwargs)
+
+
+@register_model
+def tinyconv_v2_075(**kwargs: Any) -> TinyConvWakeword:
+    return _tinyconv(True, 0.75, **kwargs)
+
+
+@register_model
+def tinyconv_v2_050(**kwargs: Any) -> TinyConvWakeword:
+    return _tinyconv(True, 0.5, **kwargs)
+
+
+@register_model
+def tinyconv_test(**kwargs: Any) -> TinyConvWakeword:
+    """A tiny model (8 channels, 2 blocks) so every test runs in seconds."""
+    kwargs.setdefault("num_blocks", 2)
+    return _tinyconv(True, 0.125, **kwargs)
+
+
+def build_model(model_config: ModelConfig, num_classes: int, frontend: FrontendConfig | None = None) -> nn.Module:
+    """The student a config names. Only the generic `tinyconv` takes the toggle and width."""
+    from tinyconv.config import FrontendConfig
+    from tinyconv.models.registry import create_model
+
+    fe = frontend or FrontendConfig()
+    kwargs: dict[str, Any] = {
+        "num_classes": num_classes,
+        "dropout": model_config.dropout,
+        "num_frames": fe.num_frames,
+        "num_channels": fe.num_channels,
+    }
+    if model_config.name == "tinyconv":
+        kwargs["use_depthwise"] = model_config.tiny_conv_use_depthwise
+        kwargs["width_multiplier"] = model_config.width_multiplier
+    return create_model(model_config.name, **kwargs)
+

@@ -1,0 +1,1 @@
+"""Training: float loop, QAT (fusion), distillation (teachers, projectors)."""

@@ -1,0 +1,105 @@
+"""Checkpoint files: one format for every stage, written atomically, versioned."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from tinyconv.config import Config, config_from_dict, config_to_dict
+from tinyconv.models import build_model
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or of an unexpected kind."""
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    labels: list[str]
+    state_dict: dict[str, torch.Tensor]
+    positive_label: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    kind: str = "float"  # "float" or "qat"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model.name
+
+    def build_model(self) -> nn.Module:
+        """The float student with these weights (a QAT checkpoint needs trainer.qat to rebuild)."""
+        model = build_model(self.config.model, len(self.labels), self.config.frontend)
+        if self.kind != "float":
+            raise CheckpointError(f"checkpoint is a {self.kind} checkpoint; load it with tinyconv.trainer.qat")
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint weights do not match model {self.model_name!r}: {exc}") from exc
+        return model
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
+    atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "config": config_to_dict(ckpt.config),
+            "model_name": ckpt.model_name,
+            "labels": list(ckpt.labels),
+            "positive_label": ckpt.positive_label,
+            "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+            "metrics": ckpt.metrics,
+            "kind": ckpt.kind,
+            "extra": ckpt.extra,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
+    if not isinstance(raw, dict) or "format_version" not in raw:
+        raise CheckpointError(f"{path} is not a tinyconv checkpoint (no format_version)")
+    if raw["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {raw['format_version']}, this tinyconv reads {FORMAT_VERSION}"
+        )
+    return Checkpoint(
+        config=config_from_dict(raw["config"]),
+        labels=list(raw["labels"]),
+        state_dict=raw["state_dict"],
+        positive_label=raw.get("positive_label"),
+        metrics=raw.get("metrics", {}),
+        kind=raw.get("kind", "float"),
+        extra=raw.get("extra", {}),
+    )
