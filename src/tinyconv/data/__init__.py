@@ -1,0 +1,1 @@
+"""Datasets: offline TTS synthesis, Speech Commands folders, robust audio loading, augmentation."""

@@ -1,0 +1,89 @@
+"""`tinyconv data synth|speech-commands|check`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tinyconv.config import load_config
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (defaults when omitted)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable)")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from tinyconv.config import replace
+    from tinyconv.data.manifest import read_manifest
+    from tinyconv.data.synth import split_counts, synthesize_dataset
+
+    config = load_config(args.config, args.overrides)
+    changes = {"dataset_dir": args.out}
+    if args.wake_word:
+        changes["wake_word"] = args.wake_word
+    if args.strict:
+        changes["strict"] = True
+    config = replace(config, data=changes)
+    t0 = time.perf_counter()
+    out = synthesize_dataset(config, args.out)
+    rows, info = read_manifest(out)
+    print(f"wrote {len(rows)} clips to {out} in {time.perf_counter() - t0:.1f} s; labels {info.labels}")
+    for split, counts in split_counts(rows).items():
+        print(f"  {split:5s} " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def _speech_commands(args: argparse.Namespace) -> int:
+    from tinyconv.config import replace
+    from tinyconv.data.manifest import read_manifest
+    from tinyconv.data.speech_commands import prepare_speech_commands
+    from tinyconv.data.synth import split_counts
+
+    config = load_config(args.config, args.overrides)
+    if args.keywords:
+        config = replace(config, data={"keywords": [k.strip() for k in args.keywords.split(",") if k.strip()]})
+    out = prepare_speech_commands(args.src, args.out, config)
+    rows, info = read_manifest(out)
+    print(f"wrote manifest for {len(rows)} clips to {out}; labels {info.labels}")
+    for split, counts in split_counts(rows).items():
+        print(f"  {split:5s} {sum(counts.values())} clips")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tinyconv.data.dataset import load_features
+
+    config = load_config(args.config, args.overrides)
+    bad = 0
+    for split in ("train", "val", "test"):
+        fs = load_features(args.dataset, split, config.frontend, strict=args.strict)
+        bad += sum(fs.summary.skipped.values())
+        print(f"{split:5s} {len(fs)} usable clips; {fs.summary}")
+        for msg in fs.summary.messages[:20]:
+            print(f"  skipped {msg}")
+    return 1 if bad and args.strict else 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="build or check a dataset")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    p = dsub.add_parser("synth", help="synthesize a wake-word dataset offline (espeak-ng, flite)")
+    p.add_argument("--wake-word", help="the wake word, e.g. 'hey tiny'")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad clip instead of skipping")
+    add_config_args(p)
+    p.set_defaults(func=_synth)
+    p = dsub.add_parser("speech-commands", help="index a folder laid out like Google Speech Commands")
+    p.add_argument("src", help="folder with one subfolder per word")
+    p.add_argument("--out", required=True, help="dataset folder to write (manifest + silence clips)")
+    p.add_argument("--keywords", help="comma-separated keywords (default: the standard 10)")
+    add_config_args(p)
+    p.set_defaults(func=_speech_commands)
+    p = dsub.add_parser("check", help="load every clip, report bad ones and a summary")
+    p.add_argument("dataset")
+    p.add_argument("--strict", action="store_true")
+    add_config_args(p)
+    p.set_defaults(func=_check)

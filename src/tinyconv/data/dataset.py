@@ -1,0 +1,97 @@
+"""Load a dataset split as device features (cached), skipping bad clips with a summary. Torch-free."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinyconv.config import FrontendConfig
+from tinyconv.data.audio import AudioError, LoadSummary, load_audio
+from tinyconv.data.manifest import DatasetError, Row, read_manifest, resolve
+from tinyconv.data.synth import parallel_map
+from tinyconv.features import FeatureCache
+
+CACHE_DIR = ".feature_cache"
+
+
+@dataclass
+class FeatureSet:
+    x: np.ndarray  # float32 [N, frames, channels]
+    y: np.ndarray  # int64 [N]
+    labels: list[str]
+    positive_label: str | None
+    rows: list[Row] = field(default_factory=list)
+    summary: LoadSummary = field(default_factory=LoadSummary)
+
+    @property
+    def positive_index(self) -> int | None:
+        return self.labels.index(self.positive_label) if self.positive_label in self.labels else None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+_STATE: dict[str, object] = {}
+
+
+def _features_for(row: Row) -> tuple[np.ndarray | None, AudioError | None, list[str]]:
+    root, frontend, cache = _STATE["root"], _STATE["frontend"], _STATE["cache"]
+    assert isinstance(frontend, FrontendConfig) and isinstance(cache, FeatureCache)
+    try:
+        # Silence-class clips are legitimately near-silent; everything else must carry signal.
+        loaded = load_audio(resolve(str(root), row), frontend.sample_rate_hz,
+                            allow_silent=row.kind in ("background", "silence"))
+    except AudioError as err:
+        return None, err, []
+    notes = list(loaded.notes)
+    if len(loaded.samples) != frontend.clip_samples:
+        notes.append(f"{'cropped' if len(loaded.samples) > frontend.clip_samples else 'padded'} to window")
+    return cache.features(loaded.samples), None, notes
+
+
+def load_features(
+    dataset_dir: str | Path,
+    split: str,
+    frontend: FrontendConfig | None = None,
+    *,
+    strict: bool = False,
+    workers: int = 0,
+    limit: int | None = None,
+) -> FeatureSet:
+    """Features for every clip of `split`. Bad clips are skipped with a warning (raise if strict)."""
+    frontend = frontend or FrontendConfig()
+    rows, info = read_manifest(dataset_dir)
+    rows = [r for r in rows if r.split == split][:limit]
+    if not rows:
+        raise DatasetError(f"{dataset_dir} has no clips in split {split!r}")
+    cache = FeatureCache(Path(dataset_dir) / CACHE_DIR, frontend)
+    _STATE.update(root=str(dataset_dir), frontend=frontend, cache=cache)
+    from tinyconv.data.synth import num_workers
+
+    summary = LoadSummary()
+    xs: list[np.ndarray] = []
+    kept: list[Row] = []
+    try:
+        for row, (feats, err, notes) in zip(
+            rows, parallel_map(_features_for, rows, num_workers(workers), f"features:{split}")
+        ):
+            if err is not None:
+                if strict:
+                    raise DatasetError(f"bad clip (strict mode): {err}")
+                summary.add_error(err)
+                continue
+            summary.add_notes(notes)
+            xs.append(feats)
+            kept.append(row)
+    finally:
+        _STATE.clear()
+    if summary.skipped:
+        warnings.warn(f"{split}: skipped {sum(summary.skipped.values())} bad clips ({summary}); "
+                      f"first: {summary.messages[0]}", stacklevel=2)
+    if not xs:
+        raise DatasetError(f"no usable clips in split {split!r} of {dataset_dir} ({summary})")
+    y = np.array([info.labels.index(r.label) for r in kept], dtype=np.int64)
+    return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary)

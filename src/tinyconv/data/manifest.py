@@ -1,0 +1,82 @@
+"""The dataset manifest: one CSV row per clip, plus labels.json. Torch-free."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+MANIFEST = "manifest.csv"
+LABELS = "labels.json"
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str  # relative to the dataset folder, or absolute
+    label: str
+    split: str
+    voice: str = ""
+    text: str = ""
+    kind: str = ""  # positive, confusable, speech, background, keyword, unknown, silence
+    aug: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    labels: list[str]
+    positive_label: str | None
+
+
+def write_manifest(dataset_dir: str | Path, rows: list[Row], info: DatasetInfo) -> None:
+    root = Path(dataset_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f.name for f in fields(Row)]
+    tmp = root / f".{MANIFEST}.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+    tmp.replace(root / MANIFEST)
+    (root / LABELS).write_text(json.dumps(asdict(info), indent=2) + "\n")
+
+
+def read_manifest(dataset_dir: str | Path) -> tuple[list[Row], DatasetInfo]:
+    root = Path(dataset_dir)
+    mpath, lpath = root / MANIFEST, root / LABELS
+    if not mpath.is_file() or not lpath.is_file():
+        raise DatasetError(
+            f"{root} is not a tinyconv dataset (needs {MANIFEST} and {LABELS}); create one with "
+            f"`tinyconv data synth` or `tinyconv data speech-commands`"
+        )
+    try:
+        raw = json.loads(lpath.read_text())
+        info = DatasetInfo(labels=list(raw["labels"]), positive_label=raw.get("positive_label"))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{lpath} is malformed: {exc}") from exc
+    rows: list[Row] = []
+    names = {f.name for f in fields(Row)}
+    with open(mpath, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"path", "label", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise DatasetError(f"{mpath} lacks columns {sorted(missing)}")
+        for i, rec in enumerate(reader, start=2):
+            row = Row(**{k: v for k, v in rec.items() if k in names})
+            if row.split not in SPLITS:
+                raise DatasetError(f"{mpath}:{i}: split {row.split!r} is not one of {SPLITS}")
+            if row.label not in info.labels:
+                raise DatasetError(f"{mpath}:{i}: label {row.label!r} is not in {LABELS} {info.labels}")
+            rows.append(row)
+    return rows, info
+
+
+def resolve(dataset_dir: str | Path, row: Row) -> Path:
+    p = Path(row.path)
+    return p if p.is_absolute() else Path(dataset_dir) / p

@@ -1,0 +1,102 @@
+"""Negative phrases: sound-alikes derived from the wake word, and other everyday speech."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+
+# Consonant onsets and vowel nuclei used to make near-miss words by substitution.
+_ONSETS = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+           "ch", "sh", "th", "st", "tr", "br", "pl", "")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ee", "oo", "ay", "ow", "ea")
+
+COMMON_WORDS = (
+    "the be to of and a in that have it for not on with he as you do at this but his by from they we say her "
+    "she or an will my one all would there their what so up out if about who get which go me when make can like "
+    "time no just him know take people into year your good some could them see other than then now look only come "
+    "its over think also back after use two how our work first well way even new want because any these give day "
+    "most us is are was were been has had did said went made open close light music play stop next turn kitchen "
+    "weather tomorrow today morning evening timer alarm volume lights door window coffee water dinner lunch "
+    "remember reminder call message phone television garden table chair window seven eight nine ten hundred "
+    "please thank sorry yes okay right left start pause resume cancel hello hi goodbye tiny tidy hey hay"
+).split()
+
+SENTENCES = (
+    "what time is it", "turn on the kitchen lights", "set a timer for ten minutes", "how is the weather today",
+    "play some music in the living room", "can you call my mother", "remind me to buy milk tomorrow",
+    "the quick brown fox jumps over the lazy dog", "I think we should leave a little earlier",
+    "could you pass me the salt please", "we are going to the park this afternoon", "did you feed the cat",
+    "let me know when dinner is ready", "open the garage door", "I will be there in five minutes",
+    "that was a really good movie", "where did I put my keys", "the meeting starts at nine",
+    "please close the window", "she said she would call back later", "turn the volume down a bit",
+    "it looks like it is going to rain", "good morning everyone", "see you next week",
+    "how much does this cost", "I need to charge my phone", "the train was late again",
+    "tell me a joke", "what is on the calendar", "stop the alarm",
+)
+
+
+def _contains(phrase: str, wake_words: list[str]) -> bool:
+    words = phrase.split()
+    n = len(wake_words)
+    return any(words[i : i + n] == wake_words for i in range(len(words) - n + 1))
+
+
+def _word_variants(word: str) -> set[str]:
+    """Near-miss spellings of one word: changed onset, changed first vowel, clipped, extended."""
+    m = re.match(r"([^aeiouy]*)([aeiouy]+)?(.*)", word)
+    onset, vowel, rest = (m.group(1), m.group(2) or "", m.group(3)) if m else (word, "", "")
+    out = {o + vowel + rest for o in _ONSETS}
+    if vowel:
+        out |= {onset + v + rest for v in _VOWELS}
+    if len(word) > 3:
+        out |= {word[:-1], word + "s", word + "er", word[1:]}
+    out.discard(word)
+    return {w for w in out if w and re.search("[aeiouy]", w)}
+
+
+def phonemes(text: str, voice: str = "en-us") -> str:
+    """espeak-ng's phoneme string for `text`, stress marks removed ("" when espeak-ng is absent)."""
+    if shutil.which("espeak-ng") is None:
+        return ""
+    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, text], capture_output=True, text=True).stdout
+    return re.sub(r"[\s',_]", "", out)
+
+
+def confusable_phrases(wake_word: str) -> list[str]:
+    """Phrases that sound like the wake word but are not it, sorted for determinism.
+
+    A spelling that TTS pronounces exactly like the wake word ("hay tiny") is a positive in
+    disguise, so phrases with the wake word's phoneme string are dropped.
+    """
+    words = wake_word.lower().split()
+    phrases: set[str] = set()
+    for i, word in enumerate(words):
+        for variant in _word_variants(word):
+            phrases.add(" ".join(words[:i] + [variant] + words[i + 1 :]))
+    if len(words) > 1:
+        phrases |= set(words) | {" ".join(words[:-1]), " ".join(words[1:]), " ".join(reversed(words))}
+    for extra in ("okay", "say", "the", "my", "hey"):
+        for word in words:
+            phrases.add(f"{extra} {word}")
+    target = phonemes(wake_word)
+    return sorted(
+        p for p in phrases
+        if not _contains(p, words) and p != wake_word.lower() and (not target or phonemes(p) != target)
+    )
+
+
+def other_phrases(wake_word: str, count: int, rng: np.random.Generator) -> list[str]:
+    """Everyday speech: fixed sentences and random 1-5 word phrases, never containing the wake word."""
+    words = wake_word.lower().split()
+    out: list[str] = []
+    while len(out) < count:
+        if rng.random() < 0.3:
+            phrase = SENTENCES[int(rng.integers(len(SENTENCES)))]
+        else:
+            phrase = " ".join(rng.choice(COMMON_WORDS, size=int(rng.integers(1, 6))))
+        if not _contains(phrase, words):
+            out.append(phrase)
+    return out

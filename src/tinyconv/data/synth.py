@@ -1,0 +1,174 @@
+"""Synthesize a wake-word dataset offline: TTS positives and negatives, augmented, split by speaker.
+
+Two parallel phases (process pool, deterministic for a seed whatever the worker count):
+1. speak every clean utterance (espeak-ng / flite voices, speeds, pitches);
+2. place each in a 1 s window and augment it (reverb, noise incl. babble, gain), write WAVs.
+Splits are speaker-disjoint: an espeak-ng variant (timbre) or flite voice belongs to one split
+only, across every accent.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from tinyconv.config import Config, save_config
+from tinyconv.data.audio import write_wav
+from tinyconv.data.augment import augment_clip, place, simulate_rirs
+from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
+from tinyconv.data.phrases import confusable_phrases, other_phrases
+from tinyconv.data.tts import Voice, available_voices, synthesize
+
+NEGATIVE_LABEL = "_negative_"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    index: int
+    text: str
+    kind: str  # positive, confusable, speech, background
+    split: str
+    voice: Voice | None
+    speed_wpm: int
+    pitch: int
+
+
+def num_workers(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str) -> Iterator[R]:
+    """Ordered map over a fork pool with a progress bar (serial when one worker)."""
+    bar = tqdm(total=len(items), desc=desc, unit="clip", leave=False, disable=None)
+    if workers <= 1 or len(items) < 8:
+        for item in items:
+            yield fn(item)
+            bar.update()
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for result in pool.imap(fn, items, chunksize=max(1, min(32, len(items) // (workers * 8)))):
+                yield result
+                bar.update()
+    bar.close()
+
+
+def split_speakers(voices: list[Voice], cfg_seed: int, val_fraction: float, test_fraction: float) -> dict[str, str]:
+    """speaker -> split, shuffled with the seed; each split gets at least one speaker."""
+    speakers = sorted({v.speaker for v in voices})
+    rng = np.random.default_rng([cfg_seed, 7])
+    rng.shuffle(speakers)
+    n = len(speakers)
+    n_test = max(1, round(n * test_fraction))
+    n_val = max(1, round(n * val_fraction))
+    if n_test + n_val >= n:
+        raise ValueError(f"only {n} TTS speakers: too few for speaker-disjoint train/val/test splits")
+    out = {s: "test" for s in speakers[:n_test]}
+    out.update({s: "val" for s in speakers[n_test : n_test + n_val]})
+    out.update({s: "train" for s in speakers[n_test + n_val :]})
+    return out
+
+
+def plan_utterances(config: Config, voices: list[Voice]) -> list[Utterance]:
+    """Every clean utterance to speak, with its split and voice, decided up front from the seed."""
+    d = config.data
+    rng = np.random.default_rng([d.seed, 1])
+    speaker_split = split_speakers(voices, d.seed, d.val_fraction, d.test_fraction)
+    by_split = {s: [v for v in voices if speaker_split[v.speaker] == s] for s in SPLITS}
+    weights = np.array([1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction])
+    wake = d.wake_word.strip()
+    spellings = [wake, wake.lower(), wake.capitalize(), wake + "!", wake.replace(" ", ", ") + "."]
+    confusables = confusable_phrases(wake)
+    texts: list[tuple[str, str]] = [(spellings[i % len(spellings)], "positive") for i in range(d.num_positive)]
+    texts += [(confusables[i % len(confusables)], "confusable") for i in range(d.num_confusable)]
+    texts += [(t, "speech") for t in other_phrases(wake, d.num_other_speech, rng)]
+    texts += [("", "background")] * d.num_background
+    plan = []
+    for index, (text, kind) in enumerate(texts):
+        split = str(rng.choice(SPLITS, p=weights))
+        pool = by_split[split]
+        voice = pool[int(rng.integers(len(pool)))] if kind != "background" else None
+        speed = int(rng.choice(d.speeds_wpm))
+        pitch = int(rng.integers(d.pitch_range[0], d.pitch_range[1] + 1))
+        plan.append(Utterance(index, text, kind, split, voice, speed, pitch))
+    return plan
+
+
+def _speak(u: Utterance) -> np.ndarray:
+    if u.voice is None:
+        return np.zeros(0, dtype=np.int16)
+    return synthesize(u.text, u.voice, speed_wpm=u.speed_wpm, pitch=u.pitch)
+
+
+# Shared with forked workers (read-only): set before the pool starts.
+_AUG_STATE: dict[str, Any] = {}
+
+
+def _augment(job: tuple[int, int]) -> Row:
+    index, copy = job
+    st = _AUG_STATE
+    config: Config = st["config"]
+    u: Utterance = st["plan"][index]
+    rng = np.random.default_rng([config.data.seed, 2, index, copy])
+    n = config.frontend.clip_samples
+    clean = st["clean"][index]
+    shift = config.frontend.sample_rate_hz * config.augment.max_shift_ms // 1000
+    placed = place(clean, n, rng, end_aligned=u.kind == "positive", max_shift=shift)
+    aug_cfg = config.augment
+    if u.kind == "background":
+        from dataclasses import replace as dc_replace
+
+        aug_cfg = dc_replace(aug_cfg, noise_probability=1.0 if rng.random() > 0.1 else 0.0)
+        if aug_cfg.noise_probability == 0.0:  # near-silence: a little dither
+            placed = rng.normal(0, 3.0, n).astype(np.float32)
+    samples, info = augment_clip(placed, rng, aug_cfg, st["rirs"][u.split], st["babble"][u.split])
+    label = st["positive_label"] if u.kind == "positive" else NEGATIVE_LABEL
+    rel = f"{u.split}/{u.kind}/{index:06d}_{copy}.wav"
+    write_wav(Path(st["out"]) / rel, samples, config.frontend.sample_rate_hz)
+    aug = ";".join(f"{k}={v}" for k, v in info.items())
+    return Row(rel, label, u.split, u.voice.id if u.voice else "", u.text, u.kind, aug)
+
+
+def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Path:
+    """Build the dataset folder (WAVs, manifest.csv, labels.json, config.yaml). Returns its path."""
+    d = config.data
+    out = Path(out_dir or d.dataset_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    voices = available_voices()
+    plan = plan_utterances(config, voices)
+    workers = num_workers(d.num_workers)
+    clean = list(parallel_map(_speak, plan, workers, "speak"))
+    # RIRs and babble sources per split, so test audio never shares a room or a voice with train.
+    rirs = {
+        s: simulate_rirs(max(1, config.augment.num_room_impulse_responses // 3), config.frontend.sample_rate_hz,
+                         seed=d.seed * 10 + i)
+        for i, s in enumerate(SPLITS)
+    }
+    babble = {s: [c for u, c in zip(plan, clean) if u.split == s and u.kind == "speech" and len(c)] for s in SPLITS}
+    _AUG_STATE.update(config=config, plan=plan, clean=clean, rirs=rirs, babble=babble, out=str(out),
+                      positive_label=d.wake_word_label)
+    jobs = [(u.index, c) for u in plan for c in range(config.augment.copies_per_clip)]
+    try:
+        rows = list(parallel_map(_augment, jobs, workers, "augment"))
+    finally:
+        _AUG_STATE.clear()
+    write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label],
+                                          positive_label=d.wake_word_label))
+    save_config(config, out / "config.yaml")
+    return out
+
+
+def split_counts(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for r in rows:
+        counts[r.split][r.label] = counts[r.split].get(r.label, 0) + 1
+    return counts
