@@ -108,8 +108,8 @@ class TinyConvWakeword(nn.Module):
         return self.head(h)
 
 
-def _tinyconv(use_depthwise: bool, width: float, **kwargs: Any) -> TinyConvWakeword:
-    kwargs.setdefault("use_depthwise", use_depthwise)
+def _tinyconv(depthwise: bool, width: float, **kwargs: Any) -> TinyConvWakeword:
+    kwargs.setdefault("use_depthwise", depthwise)
     kwargs.setdefault("width_multiplier", width)
     return TinyConvWakeword(**kwargs)
 

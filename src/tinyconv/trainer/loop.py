@@ -1,0 +1,257 @@
+"""The training loop: AdamW + warmup/cosine, class weights, SpecAugment, best-by-validation,
+early stopping, atomic checkpoints with exact resume, and DistributedDataParallel via torchrun.
+
+Exact resume: every random draw of an epoch (shuffle, masks, dropout) comes from a seed derived
+from (seed, epoch), so a run resumed after a kill ends with the same weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tinyconv.config import Config, save_config
+from tinyconv.data.dataset import FeatureSet
+from tinyconv.metrics import classification_report
+from tinyconv.models import build_model
+from tinyconv.trainer.checkpoint import Checkpoint, atomic_save, save_checkpoint
+
+BEST = "checkpoint.pt"
+LAST = "last.pt"
+
+
+@dataclass
+class TrainResult:
+    checkpoint_path: Path
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    clips_per_second: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def spec_augment(x: torch.Tensor, g: torch.Generator, time_mask: int, freq_mask: int) -> torch.Tensor:
+    """One time mask and one frequency mask per clip (SpecAugment), set to the clip's mean."""
+    b, t, f = x.shape
+    out = x.clone()
+    tw = torch.randint(0, time_mask + 1, (b,), generator=g)
+    t0 = (torch.rand(b, generator=g) * (t - tw).clamp(min=1)).long()
+    fw = torch.randint(0, freq_mask + 1, (b,), generator=g)
+    f0 = (torch.rand(b, generator=g) * (f - fw).clamp(min=1)).long()
+    ti = torch.arange(t).view(1, t)
+    fi = torch.arange(f).view(1, f)
+    tmask = (ti >= t0.view(b, 1)) & (ti < (t0 + tw).view(b, 1))
+    fmask = (fi >= f0.view(b, 1)) & (fi < (f0 + fw).view(b, 1))
+    mask = tmask.unsqueeze(2) | fmask.unsqueeze(1)
+    fill = x.mean(dim=(1, 2), keepdim=True).expand_as(x)
+    return torch.where(mask.to(x.device), fill, out)
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1 (a rare wake word counts as much as the rest)."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+class Trainer:
+    """Float (and QAT) training of a student on in-memory features. Subclass `compute_loss`
+    to change the objective (distillation does)."""
+
+    def __init__(
+        self,
+        config: Config,
+        train: FeatureSet,
+        val: FeatureSet,
+        out_dir: str | Path,
+        *,
+        model: nn.Module | None = None,
+        kind: str = "float",
+        epochs: int | None = None,
+        learning_rate: float | None = None,
+        epoch_hook: Callable[[nn.Module, int], None] | None = None,
+        state_fn: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.train_set, self.val_set = train, val
+        self.out_dir = Path(out_dir)
+        self.kind = kind
+        tc = config.train
+        self.epochs = epochs or tc.epochs
+        self.learning_rate = learning_rate or tc.learning_rate
+        self.epoch_hook = epoch_hook
+        self.state_fn = state_fn or (lambda m: m.state_dict())
+        self.extra = extra or {}
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = resolve_device(tc.device)
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        torch.manual_seed(tc.seed)
+        self.model = (model or build_model(config.model, len(train.labels), config.frontend)).to(self.device)
+        self.module = self.model  # unwrapped; self.model may become DDP
+        if self.world > 1:
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.model = nn.parallel.DistributedDataParallel(self.module)
+        self.x = torch.from_numpy(train.x)
+        self.y = torch.from_numpy(train.y)
+        self.weights = (class_weights(train.y, len(train.labels)) if tc.class_weighting
+                        else torch.ones(len(train.labels))).to(self.device)
+        self.per_rank_batch = max(1, tc.batch_size // self.world)
+        self.steps_per_epoch = max(1, (len(self.y) // self.world) // self.per_rank_batch)
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=self.learning_rate,
+                                           weight_decay=tc.weight_decay)
+        total = self.epochs * self.steps_per_epoch
+        warm = min(total - 1, tc.warmup_epochs * self.steps_per_epoch) if total > 1 else 0
+
+        def lr_lambda(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(1, total - warm)
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+
+    # The objective; DistillationTrainer overrides this. `idx` indexes the training set.
+    def compute_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        return F.cross_entropy(logits, y, weight=self.weights, label_smoothing=self.config.train.label_smoothing)
+
+    def evaluate(self, fs: FeatureSet, batch_size: int = 512) -> dict[str, Any]:
+        self.module.eval()
+        logits = []
+        with torch.no_grad():
+            for i in range(0, len(fs), batch_size):
+                logits.append(self.module(torch.from_numpy(fs.x[i : i + batch_size]).to(self.device)).cpu())
+        out = torch.cat(logits)
+        loss = F.cross_entropy(out, torch.from_numpy(fs.y)).item()
+        report = classification_report(out.numpy(), fs.y, fs.labels, fs.positive_label,
+                                       target_far=self.config.train.target_far)
+        report["loss"] = loss
+        return report
+
+    def _metric(self, report: dict[str, Any]) -> float:
+        name = self.config.train.selection_metric
+        if name == "wake_recall_at_far" and "wake_word" in report:
+            # Ties (common once recall saturates) are broken by accuracy.
+            return report["wake_word"]["recall_at_target_far"] + 1e-3 * report["accuracy"]
+        if name == "neg_loss":
+            return -report["loss"]
+        return report["accuracy"]
+
+    def _state(self, epoch: int, best: float, best_epoch: int, bad_epochs: int,
+               history: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+            "history": history, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "kind": self.kind,
+        }
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        tc = self.config.train
+        main = self.rank == 0
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out_dir / "config.yaml")
+        start, best, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
+        last = self.out_dir / LAST
+        if resume and last.is_file():
+            state = torch.load(last, map_location=self.device, weights_only=False)
+            if state.get("kind") != self.kind:
+                raise ValueError(f"{last} is a {state.get('kind')} run; cannot resume it as {self.kind}")
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+            bad_epochs, history = state["bad_epochs"], state["history"]
+        seen, t_train = 0, 0.0
+        epoch = start - 1
+        for epoch in range(start, self.epochs):
+            if bad_epochs >= tc.early_stopping_patience:
+                break
+            seed = _epoch_seed(tc.seed, epoch)
+            torch.manual_seed(seed)  # dropout
+            g = torch.Generator().manual_seed(seed)
+            perm = torch.randperm(len(self.y), generator=g)
+            perm = perm[self.rank :: self.world][: self.steps_per_epoch * self.per_rank_batch]
+            if self.epoch_hook is not None:
+                self.epoch_hook(self.module, epoch)
+            self.model.train()
+            t0 = time.perf_counter()
+            total_loss = 0.0
+            bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                       disable=None if main else True)
+            for step in bar:
+                idx = perm[step * self.per_rank_batch : (step + 1) * self.per_rank_batch]
+                x = self.x[idx]
+                if tc.spec_augment:
+                    x = spec_augment(x, g, tc.time_mask_frames, tc.freq_mask_channels)
+                x, y = x.to(self.device), self.y[idx].to(self.device)
+                loss = self.compute_loss(self.model, x, y, idx)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                total_loss += loss.item()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            t_train += time.perf_counter() - t0
+            seen += len(perm) * self.world
+            report = self.evaluate(self.val_set)
+            metric = self._metric(report)
+            row = {"epoch": epoch, "train_loss": total_loss / self.steps_per_epoch, "val_loss": report["loss"],
+                   "val_accuracy": report["accuracy"], "val_metric": metric,
+                   "lr": self.scheduler.get_last_lr()[0]}
+            if "wake_word" in report:
+                row["val_recall_at_far"] = report["wake_word"]["recall_at_target_far"]
+            history.append(row)
+            if metric > best:
+                best, best_epoch, bad_epochs = metric, epoch, 0
+                if main:
+                    self._save_best(report, epoch)
+            else:
+                bad_epochs += 1
+            if main:
+                atomic_save(self._state(epoch, best, best_epoch, bad_epochs, history), last)
+                (self.out_dir / "history.json").write_text(json.dumps(history, indent=1))
+                tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {report['loss']:.4f}, "
+                           f"val acc {report['accuracy']:.4f}, {tc.selection_metric} {metric:.4f}"
+                           + (" *" if best_epoch == epoch else ""))
+        return TrainResult(self.out_dir / BEST, best, best_epoch, epoch + 1, history,
+                           clips_per_second=seen / t_train if t_train else 0.0)
+
+    def _save_best(self, report: dict[str, Any], epoch: int) -> None:
+        metrics = {"epoch": epoch, "val_accuracy": report["accuracy"], "val_loss": report["loss"]}
+        if "wake_word" in report:
+            metrics["val_recall_at_far"] = report["wake_word"]["recall_at_target_far"]
+            metrics["val_threshold_at_far"] = report["wake_word"]["threshold_at_target_far"]
+        ckpt = Checkpoint(config=self.config, labels=self.train_set.labels, state_dict=self.state_fn(self.module),
+                          positive_label=self.train_set.positive_label, metrics=metrics, kind=self.kind,
+                          extra=self.extra)
+        save_checkpoint(ckpt, self.out_dir / BEST)

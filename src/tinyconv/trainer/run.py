@@ -1,0 +1,142 @@
+"""Top-level jobs: train, evaluate a checkpoint, quickstart. The CLI and UI call these."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from tinyconv.config import Config, replace
+from tinyconv.data.dataset import FeatureSet, load_features
+from tinyconv.metrics import classification_report
+from tinyconv.trainer.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from tinyconv.trainer.loop import Trainer, TrainResult
+
+
+def load_splits(config: Config, splits: tuple[str, ...] = ("train", "val")) -> dict[str, FeatureSet]:
+    d = config.data
+    return {s: load_features(d.dataset_dir, s, config.frontend, strict=d.strict, workers=d.num_workers)
+            for s in splits}
+
+
+def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
+    """A float or QAT checkpoint as an eval-mode torch model."""
+    if ckpt.kind == "qat":
+        from tinyconv.trainer.qat import load_qat_model
+
+        model = load_qat_model(ckpt)
+    else:
+        model = ckpt.build_model()
+    return model.eval()
+
+
+def train(config: Config, *, resume: bool = False, init_checkpoint: str | Path | None = None,
+          data: dict[str, FeatureSet] | None = None) -> TrainResult:
+    """Float training, or QAT fine-tuning when `config.qat.enabled` (from `init_checkpoint` if given),
+    or distillation when `config.distill.enabled`."""
+    data = data or load_splits(config)
+    out = Path(config.train.out_dir)
+    model = None
+    kwargs: dict[str, Any] = {}
+    if init_checkpoint is not None:
+        init = load_checkpoint(init_checkpoint)
+        if init.labels != data["train"].labels:
+            raise CheckpointError(f"{init_checkpoint} was trained on labels {init.labels}, "
+                                  f"the dataset has {data['train'].labels}")
+        model = init.build_model()
+    if config.qat.enabled:
+        from tinyconv.trainer.qat import prepare_model_for_qat, qat_epoch_hook, qat_state_for_checkpoint
+
+        if model is None:
+            torch.manual_seed(config.train.seed)
+            from tinyconv.models import build_model
+
+            model = build_model(config.model, len(data["train"].labels), config.frontend)
+        model = prepare_model_for_qat(model, config)
+        kwargs = dict(kind="qat", epochs=config.qat.epochs, learning_rate=config.qat.learning_rate,
+                      epoch_hook=lambda m, e: qat_epoch_hook(m, e, config.qat), state_fn=qat_state_for_checkpoint)
+    trainer_cls: type[Trainer] = Trainer
+    if config.distill.enabled:
+        from tinyconv.trainer.distill import DistillationTrainer
+
+        trainer_cls = DistillationTrainer
+    trainer = trainer_cls(config, data["train"], data["val"], out, model=model, **kwargs)
+    return trainer.fit(resume=resume)
+
+
+@dataclass
+class EvalResult:
+    report: dict[str, Any]
+    files: dict[str, Path]
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(model(torch.from_numpy(x[i : i + batch_size])).numpy())
+    return np.concatenate(out)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", threshold: float | None = None,
+                        out_dir: str | Path | None = None, dataset_dir: str | None = None) -> EvalResult:
+    """Accuracy, per-class precision/recall, wake-word FRR/FAR; writes eval.json, eval.md and PNGs."""
+    from tinyconv.reports import plot_confusion, plot_det, wake_markdown
+
+    ckpt = load_checkpoint(checkpoint)
+    config = ckpt.config if dataset_dir is None else replace(ckpt.config, data={"dataset_dir": dataset_dir})
+    fs = load_features(config.data.dataset_dir, split, config.frontend, workers=config.data.num_workers)
+    if fs.labels != ckpt.labels:
+        raise CheckpointError(f"checkpoint labels {ckpt.labels} differ from the dataset's {fs.labels}")
+    model = model_from_checkpoint(ckpt)
+    logits = predict(model, fs.x)
+    thr = threshold if threshold is not None else 0.5
+    report = classification_report(logits, fs.y, fs.labels, fs.positive_label, threshold=thr,
+                                   target_far=config.train.target_far)
+    report.update(checkpoint=str(checkpoint), split=split, kind=ckpt.kind, model=ckpt.model_name)
+    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "eval.json", "markdown": out / "eval.md", "confusion": out / "confusion.png"}
+    plot_confusion(np.array(report["confusion_matrix"]), fs.labels, files["confusion"])
+    if "wake_word" in report:
+        files["det"] = out / "det.png"
+        plot_det(report["wake_word"]["curve"], files["det"], title=f"{ckpt.model_name} ({split})")
+    files["json"].write_text(json.dumps(report, indent=1))
+    files["markdown"].write_text(wake_markdown(report))
+    return EvalResult(report, files)
+
+
+@dataclass
+class QuickstartResult:
+    dataset_dir: Path
+    checkpoint: Path
+    eval: EvalResult
+    seconds: dict[str, float]
+    train: TrainResult
+
+
+def quickstart(config: Config) -> QuickstartResult:
+    """Synthesize data for the wake word, train the V2 student, evaluate on the held-out voices."""
+    from tinyconv.data.synth import synthesize_dataset
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ds = synthesize_dataset(config, config.data.dataset_dir)
+    seconds["synthesize"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = load_splits(config)
+    seconds["features"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = train(config, data=data)
+    seconds["train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ev = evaluate_checkpoint(result.checkpoint_path, split="test")
+    seconds["evaluate"] = time.perf_counter() - t0
+    return QuickstartResult(ds, result.checkpoint_path, ev, seconds, result)
