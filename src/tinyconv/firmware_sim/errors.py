@@ -1,0 +1,11 @@
+"""Errors the firmware simulator raises for bad input (the CLI turns them into exit code 2)."""
+
+from __future__ import annotations
+
+
+class ModelError(ValueError):
+    """A model file is malformed, truncated, unsupported by a runtime, or wrong for a budget."""
+
+
+class RuntimeFailure(ModelError):
+    """A native interpreter rejected or crashed on a model (reported from an isolated process)."""

@@ -1,0 +1,310 @@
+"""`simulate`: every number a firmware engineer needs about an exported model, in one report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyconv.firmware_sim.arena import arena_breakdown, measure_host_arena, target_arena
+from tinyconv.firmware_sim.budgets import McuBudget, load_budget
+from tinyconv.firmware_sim.costmodel import estimate_code_bytes, estimate_for_budget
+from tinyconv.firmware_sim.errors import ModelError, RuntimeFailure
+from tinyconv.firmware_sim.model import TfliteModel, load_tflite
+from tinyconv.firmware_sim.runtimes import (
+    TFLITE_RUNTIMES, check_onnx, check_runtimes, explain_tflm_error, host_latency_ms, make_runner,
+)
+
+SCHEMA_VERSION = 1
+# Headroom TFLM needs over the bisected minimum is zero by definition; firmware should add its own.
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    tflite: Path | None
+    onnx_int8: Path | None
+    onnx_float: Path | None
+    manifest: dict[str, Any]
+    root: Path
+
+
+def resolve_target(target: str | Path) -> ExportFiles:
+    """An export dir (manifest.json + model files) or a single .tflite / .onnx file."""
+    p = Path(target)
+    if not p.exists():
+        raise FileNotFoundError(f"no such model file or export directory: {p}")
+    if p.is_dir():
+        manifest: dict[str, Any] = {}
+        mpath = p / "manifest.json"
+        if mpath.is_file():
+            try:
+                manifest = json.loads(mpath.read_text())
+            except json.JSONDecodeError as exc:
+                raise ModelError(f"{mpath}: invalid JSON ({exc})") from None
+        files = {n: (p / n if (p / n).is_file() else None)
+                 for n in ("model_int8.tflite", "model_int8.onnx", "model_float.onnx")}
+        if not any(files.values()):
+            raise ModelError(f"{p}: no model_int8.tflite, model_int8.onnx or model_float.onnx "
+                             f"(is this a `tinyconv export` directory?)")
+        return ExportFiles(files["model_int8.tflite"], files["model_int8.onnx"], files["model_float.onnx"], manifest, p)
+    if p.suffix == ".tflite":
+        return ExportFiles(p, None, None, {}, p.parent)
+    if p.suffix == ".onnx":
+        return ExportFiles(None, p, None, {}, p.parent)
+    raise ModelError(f"{p}: expected a .tflite or .onnx file or an export directory, got {p.suffix or 'no suffix'!r}")
+
+
+def check_budget_compat(model: TfliteModel, budget: McuBudget) -> None:
+    if budget.int8_only and not model.is_int8_only:
+        names = ", ".join(f"{t.name or t.index} ({t.dtype})" for t in (model.float_tensors or model.inputs)[:3])
+        raise ModelError(f"{Path(model.path).name} is not an int8-only model (float tensors: {names}) but budget "
+                         f"{budget.name!r} links only int8 kernels; export with full-integer quantization "
+                         f"or set int8_only: false in the profile")
+
+
+def evaluate_budget(model: TfliteModel, budget: McuBudget, arena_target: int) -> dict[str, Any]:
+    code = estimate_code_bytes(model, budget.kernels)
+    latency = estimate_for_budget(model, budget)
+    flash_needed = model.model_bytes + code["total_bytes"]
+    checks = {
+        "ram": {"needed_bytes": arena_target, "available_bytes": budget.ram_available_bytes},
+        "flash": {"needed_bytes": flash_needed, "available_bytes": budget.flash_available_bytes},
+    }
+    if budget.max_latency_ms is not None:
+        checks["latency"] = {"needed_ms": latency["latency_ms"], "available_ms": budget.max_latency_ms}
+    for c in checks.values():
+        need = c.get("needed_bytes", c.get("needed_ms"))
+        have = c.get("available_bytes", c.get("available_ms"))
+        c["margin"] = have - need
+        c["margin_pct"] = 100.0 * (have - need) / have
+        c["pass"] = need <= have
+    return {
+        "name": budget.name, "core": budget.core, "clock_mhz": budget.clock_mhz, "kernels": budget.kernels,
+        "arena_bytes_target": arena_target, "code_bytes_estimate": code, "flash_bytes_needed": flash_needed,
+        "estimated_latency_ms": latency["latency_ms"], "latency": latency,
+        "checks": checks, "pass": all(c["pass"] for c in checks.values()),
+    }
+
+
+def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | None = None,
+             dataset_dir: str | Path | None = None, max_clips: int | None = None, streaming: bool = False,
+             latency_repeats: int = 50, workers: int | None = None, progress: bool = False) -> dict[str, Any]:
+    files = resolve_target(target)
+    loaded = [load_budget(b) for b in budgets]
+    report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "target": str(target), "runtimes": {}}
+    model: TfliteModel | None = None
+    if files.tflite is not None:
+        model = load_tflite(files.tflite)
+        for b in loaded:
+            check_budget_compat(model, b)
+    for onnx_path in (files.onnx_int8, files.onnx_float):
+        if onnx_path is not None:
+            check_onnx(onnx_path)
+    report["model_bytes"] = model.model_bytes if model else (files.onnx_int8 or files.onnx_float).stat().st_size
+    report["macs"] = model.macs if model else None
+
+    specs = []
+    from tinyconv.firmware_sim.accuracy import RunnerSpec
+
+    if model is not None:
+        try:
+            host = measure_host_arena(model)
+        except RuntimeFailure as exc:
+            raise ModelError(f"{model.path}: TFLite Micro cannot run this model: {explain_tflm_error(str(exc))}") from None
+        status = check_runtimes(model, list(TFLITE_RUNTIMES), host.arena_bytes)
+        if status.get("tflm"):
+            raise ModelError(f"{model.path}: TFLite Micro cannot run this model: {explain_tflm_error(status['tflm'])}")
+        report.update({
+            "model": {"path": model.path, "sha256": model.sha256, "ops": model.op_names,
+                      "num_ops": len(model.main_ops), "weight_bytes": model.weight_bytes,
+                      "int8_only": model.is_int8_only, "streaming": model.is_streaming,
+                      "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in model.inputs],
+                      "outputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in model.outputs]},
+            "arena_bytes_host": host.arena_bytes,
+            "arena": arena_breakdown(model, host),
+        })
+        for rt in TFLITE_RUNTIMES:
+            if status.get(rt):
+                report["runtimes"][rt] = {"ok": False, "error": status[rt]}
+                continue
+            runner = make_runner(rt, model, arena_size=host.arena_bytes)
+            report["runtimes"][rt] = {"ok": True, "latency": host_latency_ms(runner, latency_repeats)}
+            specs.append(RunnerSpec(rt, tflite_path=str(model.path), arena_size=host.arena_bytes))
+        report["budgets"] = {}
+        for b in loaded:
+            tgt = target_arena(model, host, b.kernels)
+            entry = evaluate_budget(model, b, tgt.arena_bytes)
+            entry["arena_model"] = tgt.to_dict()
+            report["budgets"][b.name] = entry
+        if loaded:
+            report["arena_bytes_target"] = report["budgets"][loaded[0].name]["arena_bytes_target"]
+    elif loaded:
+        raise ModelError(f"{target}: budgets need the INT8 .tflite (TFLite Micro is what runs on the MCU); "
+                         f"only ONNX was given")
+
+    quant_in, quant_out = _manifest_quant(files.manifest, model)
+    for name, path in (("onnx_int8", files.onnx_int8), ("onnx_float", files.onnx_float)):
+        if path is None:
+            continue
+        runner = make_runner(name, onnx_path=path, input_quant=quant_in, output_quant=quant_out)
+        report["runtimes"][name] = {"ok": True, "latency": host_latency_ms(runner, latency_repeats)}
+        specs.append(RunnerSpec(name, onnx_path=str(path), input_quant=quant_in, output_quant=quant_out))
+
+    dataset = dataset_dir or files.manifest.get("dataset_dir")
+    if dataset is not None:
+        from tinyconv.firmware_sim.accuracy import evaluate_dataset
+
+        acc = evaluate_dataset(specs, dataset, labels=files.manifest.get("labels"), workers=workers,
+                               max_clips=max_clips, progress=progress)
+        report["accuracy"] = acc
+        for rt, res in acc["runtimes"].items():
+            report["runtimes"].setdefault(rt, {})["accuracy"] = res["accuracy"]
+            if "accuracy_drop" in res:
+                report["runtimes"][rt]["accuracy_drop"] = res["accuracy_drop"]
+        if streaming and model is not None:
+            report["streaming"] = _streaming_from_dataset(model, host.arena_bytes, Path(dataset),
+                                                          files.manifest.get("positive_label"))
+    report["pass"] = all(b["pass"] for b in report.get("budgets", {}).values())
+    if out_dir is not None:
+        write_report(report, out_dir)
+    return report
+
+
+def _manifest_quant(manifest: dict[str, Any], model: TfliteModel | None) -> tuple[tuple[float, int], tuple[float, int]]:
+    """Input/output quantization for the QDQ ONNX model (its int8 I/O uses the export's params)."""
+    def pair(section: str) -> tuple[float, int]:
+        q = manifest.get(section) or {}
+        return (float(q.get("scale", 1.0)), int(q.get("zero_point", 0)))
+
+    return pair("input"), pair("output")
+
+
+def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, positive_label: str | None) -> dict[str, Any]:
+    from tinyconv.data.audio import load_audio
+    from tinyconv.data.manifest import read_manifest, resolve
+    from tinyconv.firmware_sim.streaming import build_streams, evaluate_streams
+
+    rows, info = read_manifest(dataset)
+    label = positive_label or info.positive_label
+    if label is None:
+        raise ValueError(f"{dataset}: streaming evaluation needs a positive label (wake word) in labels.json")
+    test = [r for r in rows if r.split == "test"]
+    pos = [load_audio(resolve(dataset, r), allow_silent=True).samples for r in test if r.label == label]
+    neg = [load_audio(resolve(dataset, r), allow_silent=True).samples for r in test if r.label != label]
+    streams = build_streams(pos, neg, positive_stream_s=max(30.0, 4.5 * len(pos)),
+                            negative_stream_s=max(60.0, 1.0 * len(neg)))
+    runner = make_runner("tflm", model, arena_size=arena)
+    return evaluate_streams(runner, streams, positive_index=info.labels.index(label))
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return obj
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(_jsonable(report), indent=2, sort_keys=False)
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "report.md"]
+    (out / "report.json").write_text(to_json(report) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    if "arena" in report:
+        written.append(plot_arena(report, out / "arena.png"))
+    if "streaming" in report:
+        written.append(plot_det(report["streaming"], out / "det.png"))
+    return written
+
+
+def plot_arena(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_op = report["arena"]["live_bytes_per_op"]
+    fig, ax = plt.subplots(figsize=(max(6, len(per_op) * 0.18), 3.5))
+    ax.bar(range(len(per_op)), [p["live_bytes"] for p in per_op], color="tab:blue", label="live activations")
+    ax.axhline(report["arena"]["non_persistent_bytes"], color="tab:orange", ls="--", label="planned non-persistent")
+    ax.set_xlabel("op index")
+    ax.set_ylabel("bytes")
+    ax.set_title(f"TFLM arena: {report['arena_bytes_host']} B host "
+                 f"({report['arena']['persistent_bytes']} B persistent)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_det(streaming: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = streaming["det_curve"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([c["fa_per_hour"] for c in curve], [c["frr"] for c in curve], marker=".")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("false accepts per hour")
+    ax.set_ylabel("false-reject rate")
+    ax.set_title("DET (cutoffs 0..1)")
+    ax.axvline(streaming["target_fa_per_hour"], color="grey", ls=":")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Firmware simulation: {report['target']}", "",
+             f"- model bytes: {report['model_bytes']:,}", f"- MACs: {report['macs']:,}" if report.get("macs") else "- MACs: n/a"]
+    if "arena_bytes_host" in report:
+        a = report["arena"]
+        lines += [f"- TFLM arena (host, 64-bit, measured): {report['arena_bytes_host']:,} B "
+                  f"({a['persistent_bytes']:,} persistent, {a['non_persistent_bytes']:,} non-persistent)"]
+    lines += ["", "## Runtimes (host)", "", "| runtime | p50 ms | p95 ms | accuracy | drop vs float |", "|---|---|---|---|---|"]
+    for name, r in report["runtimes"].items():
+        if not r.get("ok", True):
+            lines.append(f"| {name} | error: {r['error'][:80]} | | | |")
+            continue
+        lat = r.get("latency", {})
+        acc = r.get("accuracy")
+        drop = r.get("accuracy_drop")
+        lines.append(f"| {name} | {lat.get('p50_ms', float('nan')):.3f} | {lat.get('p95_ms', float('nan')):.3f} | "
+                     f"{'' if acc is None else f'{acc:.4f}'} | {'' if drop is None else f'{drop:+.4f}'} |")
+    if report.get("budgets"):
+        lines += ["", "## MCU budgets", "",
+                  "| budget | kernels | arena B | RAM avail | flash B | flash avail | est. latency ms | result |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, b in report["budgets"].items():
+            c = b["checks"]
+            lines.append(f"| {name} | {b['kernels']} | {b['arena_bytes_target']:,} | {c['ram']['available_bytes']:,} | "
+                         f"{b['flash_bytes_needed']:,} | {c['flash']['available_bytes']:,} | "
+                         f"{b['estimated_latency_ms']:.2f} | {'PASS' if b['pass'] else 'FAIL'} |")
+    if "streaming" in report:
+        s = report["streaming"]["at_cutoff"]
+        best = report["streaming"]["cutoff_for_target"]
+        lines += ["", "## Streaming wake word", "",
+                  f"- at cutoff {report['streaming']['detector']['cutoff']}: FRR {s['frr']:.3f}, "
+                  f"{s['fa_per_hour']:.2f} false accepts/hour over {s['hours']:.3f} h",
+                  f"- cutoff for <= {report['streaming']['target_fa_per_hour']} FA/h: "
+                  + (f"{best['cutoff']} (FRR {best['frr']:.3f})" if best else "none")]
+    lines += ["", f"Overall: {'PASS' if report.get('pass', True) else 'FAIL'}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""Streaming wake-word evaluation: the model slid over long audio, as firmware runs it.
+
+Two model kinds, told apart by the input size:
+- window models (ours): input = a whole clip of features (98 x 40); invoked every
+  `stride_frames` feature frames on the last 98 frames; output logits -> softmax -> P(positive).
+- streaming models (microWakeWord): input = `stride` new frames ([1, 3, 40]); the model keeps
+  its own state in resource variables; output is already a probability (uint8, scale 1/256).
+
+Detection follows microWakeWord/ESPHome: a moving average of the last `window` probabilities
+must reach the cutoff; after a detection the detector is deaf for `refractory_s`
+(ESPHome clears its sliding window, which has the same effect).
+Metrics: a positive counts as detected if a detection falls in [start, end + tolerance_s];
+every other detection is a false accept; FA/hour is over the total duration of all streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinyconv.config import FrontendConfig
+from tinyconv.features import StreamingFrontend
+from tinyconv.firmware_sim.accuracy import model_input
+from tinyconv.firmware_sim.runtimes import Runner, dequantize
+from tinyconv.metrics import softmax
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorConfig:
+    window: int = 5  # moving-average length (microWakeWord sliding_window_size)
+    cutoff: float = 0.9
+    refractory_s: float = 2.0
+    tolerance_s: float = 1.0  # a detection up to this long after a positive ends still counts
+    stride_frames: int = 3  # window models: invoke every N feature frames (30 ms)
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.stride_frames < 1:
+            raise ValueError("window and stride_frames must be >= 1")
+        if not 0.0 <= self.cutoff <= 1.0:
+            raise ValueError(f"cutoff must be in [0, 1], got {self.cutoff}")
+
+
+@dataclass
+class Stream:
+    samples: np.ndarray  # int16 at 16 kHz
+    positives: list[tuple[float, float]] = field(default_factory=list)  # (start_s, end_s)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / 16000.0
+
+
+def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index: int = 1,
+                         stride_frames: int = 3, frontend: FrontendConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """P(positive) over time: (times_s at the end of each inference, probabilities)."""
+    fcfg = frontend or FrontendConfig()
+    feats = StreamingFrontend(fcfg).process(np.asarray(samples, dtype=np.int16))
+    per_input = int(np.prod(runner.input_shape)) // fcfg.num_channels
+    if per_input < 1 or per_input * fcfg.num_channels != int(np.prod(runner.input_shape)):
+        raise ValueError(f"{runner.name}: input shape {list(runner.input_shape)} is not a whole number of "
+                         f"{fcfg.num_channels}-channel feature frames")
+    streaming = per_input < fcfg.num_frames  # the model consumes new frames only, keeping state
+    step = per_input if streaming else stride_frames
+    ends = list(range(per_input, feats.shape[0] + 1, step))
+    runner.reset()
+    probs = np.zeros(len(ends), dtype=np.float32)
+    for k, end in enumerate(ends):
+        y = dequantize(runner.run(model_input(runner, feats[end - per_input : end])).reshape(-1), runner.output_quant)
+        probs[k] = float(y[0]) if y.size == 1 else float(softmax(y[None, :])[0, positive_index])
+    offset_s = fcfg.window_ms / 1000.0
+    times = np.array([(e - 1) * fcfg.step_ms / 1000.0 + offset_s for e in ends], dtype=np.float64)
+    return times, np.clip(probs, 0.0, 1.0)
+
+
+def smooth(probs: np.ndarray, window: int) -> np.ndarray:
+    """Causal moving average (the first values average over what exists so far, as a zeroed window would not)."""
+    c = np.cumsum(np.concatenate([np.zeros(window), probs]))
+    return (c[window:] - c[:-window]) / window
+
+
+def detect(times: np.ndarray, smoothed: np.ndarray, cutoff: float, refractory_s: float) -> np.ndarray:
+    """Detection times: the first crossing, then nothing for refractory_s."""
+    out: list[float] = []
+    last = -np.inf
+    for i in np.flatnonzero(smoothed >= cutoff):
+        if times[i] - last >= refractory_s:
+            out.append(float(times[i]))
+            last = times[i]
+    return np.array(out)
+
+
+def score(detections: list[np.ndarray], streams: list[Stream], tolerance_s: float) -> dict[str, float]:
+    hits = total = false = 0
+    for det, st in zip(detections, streams):
+        matched = np.zeros(len(det), dtype=bool)
+        for start, end in st.positives:
+            total += 1
+            inside = (det >= start) & (det <= end + tolerance_s)
+            if inside.any():
+                hits += 1
+            matched |= inside
+        false += int((~matched).sum())
+    hours = sum(s.duration_s for s in streams) / 3600.0
+    return {"positives": total, "detected": hits, "frr": 1.0 - hits / total if total else 0.0,
+            "false_accepts": false, "hours": hours, "fa_per_hour": false / hours if hours else 0.0}
+
+
+def evaluate_streams(runner: Runner, streams: list[Stream], config: DetectorConfig | None = None, *,
+                     positive_index: int = 1, target_fa_per_hour: float = 0.5,
+                     cutoffs: np.ndarray | None = None) -> dict[str, Any]:
+    cfg = config or DetectorConfig()
+    curves = [stream_probabilities(runner, s.samples, positive_index=positive_index,
+                                   stride_frames=cfg.stride_frames) for s in streams]
+    smoothed = [(t, smooth(p, cfg.window)) for t, p in curves]
+    at_cutoff = score([detect(t, p, cfg.cutoff, cfg.refractory_s) for t, p in smoothed], streams, cfg.tolerance_s)
+    grid = np.round(np.linspace(0.0, 1.0, 101), 2) if cutoffs is None else np.asarray(cutoffs)
+    det_curve = []
+    for c in grid:
+        s = score([detect(t, p, float(c), cfg.refractory_s) for t, p in smoothed], streams, cfg.tolerance_s)
+        det_curve.append({"cutoff": float(c), "frr": s["frr"], "fa_per_hour": s["fa_per_hour"]})
+    meeting = [d for d in det_curve if d["fa_per_hour"] <= target_fa_per_hour]
+    best = min(meeting, key=lambda d: (d["frr"], d["cutoff"])) if meeting else None
+    return {"detector": {"window": cfg.window, "cutoff": cfg.cutoff, "refractory_s": cfg.refractory_s,
+                         "tolerance_s": cfg.tolerance_s, "stride_frames": cfg.stride_frames},
+            "at_cutoff": at_cutoff, "det_curve": det_curve, "target_fa_per_hour": target_fa_per_hour,
+            "cutoff_for_target": best}
+
+
+def build_streams(positives: list[np.ndarray], negatives: list[np.ndarray], *, seed: int = 0,
+                  positive_stream_s: float = 60.0, negative_stream_s: float = 120.0,
+                  gap_s: tuple[float, float] = (3.0, 6.0), background_gain: float = 0.3) -> list[Stream]:
+    """Positives placed inside long background streams, plus a negative-only stream.
+
+    Backgrounds are the negative clips (speech and noise) concatenated in a seeded random order.
+    """
+    rng = np.random.default_rng(seed)
+    sr = 16000
+
+    def background(seconds: float) -> np.ndarray:
+        need = int(seconds * sr)
+        parts, have = [], 0
+        while have < need and negatives:
+            clip = negatives[int(rng.integers(len(negatives)))]
+            parts.append(clip)
+            have += len(clip)
+        bg = np.concatenate(parts)[:need] if parts else np.zeros(need, dtype=np.int16)
+        return np.pad(bg, (0, need - len(bg)))
+
+    streams: list[Stream] = []
+    if positives:
+        bg = background(positive_stream_s).astype(np.float32) * background_gain
+        marks: list[tuple[float, float]] = []
+        t = float(rng.uniform(*gap_s))
+        order = rng.permutation(len(positives))
+        k = 0
+        while k < len(order):
+            clip = positives[order[k]].astype(np.float32)
+            start = int(t * sr)
+            if start + len(clip) > len(bg):
+                break
+            bg[start : start + len(clip)] += clip
+            marks.append((start / sr, (start + len(clip)) / sr))
+            t = (start + len(clip)) / sr + float(rng.uniform(*gap_s))
+            k += 1
+        streams.append(Stream(np.clip(bg, -32768, 32767).astype(np.int16), marks))
+    if negatives and negative_stream_s > 0:
+        streams.append(Stream(background(negative_stream_s)))
+    return streams

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tinyconv.config import load_config
+from tinyconv.data.dataset import load_features
+from tinyconv.data.manifest import DatasetError, read_manifest, resolve
+from tinyconv.data.phrases import confusable_phrases, other_phrases, phonemes
+from tinyconv.data.synth import synthesize_dataset
+from tinyconv.data.tts import available_voices
+from tests.conftest import tiny_config
+
+
+def test_manifest_splits_are_speaker_disjoint(tiny_dataset: Path) -> None:
+    rows, info = read_manifest(tiny_dataset)
+    assert info.labels == ["_negative_", "hey_tiny"] and info.positive_label == "hey_tiny"
+    assert {r.split for r in rows} == {"train", "val", "test"}
+    speakers: dict[str, set[str]] = {}
+    for r in rows:
+        if r.voice:
+            voice = r.voice
+            speaker = voice.split("+", 1)[1] if "+" in voice else ("default" if voice.startswith("espeak") else voice)
+            speakers.setdefault(speaker, set()).add(r.split)
+    assert speakers and all(len(s) == 1 for s in speakers.values())
+    for r in rows[:20]:
+        audio, rate = sf.read(resolve(tiny_dataset, r), dtype="int16")
+        assert rate == 16000 and audio.ndim == 1 and len(audio) == 16000
+
+
+def test_positives_and_negatives_are_labelled_by_kind(tiny_dataset: Path) -> None:
+    rows, _ = read_manifest(tiny_dataset)
+    kinds = {r.kind for r in rows}
+    assert kinds == {"positive", "confusable", "speech", "background"}
+    assert all((r.label == "hey_tiny") == (r.kind == "positive") for r in rows)
+
+
+def test_synthesis_is_deterministic(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "data.num_positive=6", "data.num_confusable=3", "data.num_other_speech=3",
+                      "data.num_background=2", "data.num_workers=2")
+
+    def digest(d: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(d.rglob("*.wav")):
+            h.update(p.read_bytes())
+        return h.hexdigest()
+
+    a = synthesize_dataset(cfg, tmp_path / "a")
+    b = synthesize_dataset(load_config(None, [*(f"data.num_workers=1",)]) if False else cfg, tmp_path / "b")
+    assert (a / "manifest.csv").read_text() == (b / "manifest.csv").read_text()
+    assert digest(a) == digest(b)
+
+
+def test_confusables_never_contain_or_sound_like_the_wake_word() -> None:
+    phrases = confusable_phrases("hey tiny")
+    assert len(phrases) > 30
+    assert "hey tiny" not in phrases and "hay tiny" not in phrases  # same phonemes
+    target = phonemes("hey tiny")
+    assert all(phonemes(p) != target for p in phrases)
+    assert all("hey tiny" not in p for p in other_phrases("hey tiny", 200, np.random.default_rng(0)))
+
+
+def test_voices_cover_accents_and_engines() -> None:
+    voices = available_voices()
+    assert len({v.name for v in voices if v.engine == "espeak-ng"}) >= 5
+    assert len(voices) >= 100
+
+
+def test_features_of_a_split(tiny_dataset: Path) -> None:
+    fs = load_features(tiny_dataset, "train")
+    assert fs.x.shape[1:] == (98, 40) and len(fs.x) == len(fs.y) and fs.positive_index == 1
+    with pytest.raises(DatasetError, match="not a tinyconv dataset"):
+        load_features(tiny_dataset / "nope", "train")
+
+
+def test_bad_clips_are_skipped_with_a_summary_or_fail_in_strict(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds, ignore=shutil.ignore_patterns(".feature_cache"))
+    rows, _ = read_manifest(ds)
+    val = [r for r in rows if r.split == "val" and r.kind != "background"]
+    resolve(ds, val[0]).write_bytes(b"not audio")
+    sf.write(resolve(ds, val[1]), np.zeros(16000, dtype=np.int16), 16000)
+    with pytest.warns(UserWarning, match="skipped 2 bad clips"):
+        fs = load_features(ds, "val")
+    assert fs.summary.skipped == {"unreadable": 1, "silent": 1}
+    assert len(fs) == sum(1 for r in rows if r.split == "val") - 2
+    with pytest.raises(DatasetError, match="bad clip \\(strict mode\\).*unreadable audio"):
+        load_features(ds, "val", strict=True)

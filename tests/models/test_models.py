@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyconv.config import ModelConfig
+from tinyconv.models import build_model, create_model, list_models, register_model
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# Exact parameter counts (2 classes). Changing the architecture must update these on purpose.
+EXPECTED = {"tinyconv_v1": 150_786, "tinyconv_v2": 22_530, "tinyconv_v2_050": 7_170, "tinyconv_test": 690}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_exact_parameter_counts_and_shapes(name: str) -> None:
+    model = create_model(name, num_classes=2).eval()
+    assert n_params(model) == EXPECTED[name]
+    x = torch.randn(3, 98, 40)
+    assert model(x).shape == (3, 2)
+    maps = model.forward_features(x)
+    assert [m.shape[1] for m in maps] == model.feature_dims
+    assert maps[-1].shape[2:] == (25, 10)
+
+
+@pytest.mark.parametrize("width", [0.5, 0.75, 1.0, 1.5])
+def test_v2_has_at_least_70_percent_fewer_parameters(width: float) -> None:
+    v1 = n_params(create_model("tinyconv", num_classes=12, use_depthwise=False, width_multiplier=width))
+    v2 = n_params(create_model("tinyconv", num_classes=12, use_depthwise=True, width_multiplier=width))
+    assert v2 <= 0.3 * v1, (v1, v2)
+
+
+def test_config_toggle_selects_depthwise() -> None:
+    v2 = build_model(ModelConfig(tiny_conv_use_depthwise=True, width_multiplier=1.0), 2)
+    v1 = build_model(ModelConfig(tiny_conv_use_depthwise=False, width_multiplier=1.0), 2)
+    assert n_params(v2) == EXPECTED["tinyconv_v2"] and n_params(v1) == EXPECTED["tinyconv_v1"]
+    assert any(m.groups > 1 for m in v2.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(m.groups == 1 for m in v1.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_registry_errors() -> None:
+    assert "tinyconv_v2_075" in list_models("tinyconv_v2*")
+    with pytest.raises(ValueError, match=r"unknown model 'tinyconv_v3'; did you mean .*tinyconv_v"):
+        create_model("tinyconv_v3", num_classes=2)
+    with pytest.raises(ValueError, match="already registered"):
+
+        @register_model
+        def tinyconv_v2(**kwargs):  # noqa: ANN003, ANN202
+            return None
+
+    with pytest.raises(ValueError, match="num_classes must be >= 2"):
+        create_model("tinyconv_test", num_classes=1)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinyconv.config import (
+    Config,
+    ConfigError,
+    FrontendConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+
+
+def test_defaults_and_derived_values() -> None:
+    fe = FrontendConfig()
+    assert (fe.clip_samples, fe.window_samples, fe.step_samples, fe.num_frames) == (16000, 480, 160, 98)
+    assert Config().model.tiny_conv_use_depthwise is True
+
+
+def test_unknown_key_suggests_closest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key model\.tiny_conv_use_depthwis .*did you mean 'tiny_conv_use_depthwise'"):
+        config_from_dict({"model": {"tiny_conv_use_depthwis": False}})
+
+
+def test_unknown_section_suggests_closest() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config section 'trian'.*'train'"):
+        config_from_dict({"trian": {}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": {"tiny_conv_use_depthwise": 1}}, r"model\.tiny_conv_use_depthwise must be a boolean"),
+        ({"train": {"epochs": "ten"}}, r"train\.epochs must be an integer"),
+        ({"data": {"speeds_wpm": "120,140"}}, r"data\.speeds_wpm must be a list"),
+        ({"train": {"epochs": 0}}, r"train\.epochs must be >= 1"),
+        ({"frontend": {"window_ms": 25}}, r"frontend\.window_ms=25 is not supported"),
+        ({"data": {"source": "librispeech"}}, r"data\.source must be"),
+    ],
+)
+def test_wrong_types_and_values(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
+    cfg = apply_overrides(Config(), ["model.tiny_conv_use_depthwise=false", "data.speeds_wpm=[100, 200]",
+                                     "train.learning_rate=0.01"])
+    assert cfg.model.tiny_conv_use_depthwise is False and cfg.data.speeds_wpm == (100, 200)
+    path = tmp_path / "c.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+
+
+def test_bad_override_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        apply_overrides(Config(), ["model.name"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_shipped_configs_load() -> None:
+    for path in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"):
+        load_config(path)
