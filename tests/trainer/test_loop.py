@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinyconv.config import Config, replace
+from tinyconv.trainer.checkpoint import CheckpointError, load_checkpoint
+from tinyconv.trainer.loop import LAST, class_weights, spec_augment
+from tinyconv.trainer.run import evaluate_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "tinyconv.cli", *args]
+
+
+def _overrides(cfg: Config) -> list[str]:
+    out = []
+    for section in ("data", "model", "train"):
+        for key, value in {
+            "data": {"dataset_dir": cfg.data.dataset_dir},
+            "model": {"name": cfg.model.name},
+            "train": {"batch_size": cfg.train.batch_size, "early_stopping_patience": 100},
+        }[section].items():
+            out += ["--set", f"{section}.{key}={value}"]
+    return out
+
+
+def test_train_writes_best_checkpoint_history_and_config(tiny_cfg: Config) -> None:
+    result = train(tiny_cfg)
+    ckpt = load_checkpoint(result.checkpoint_path)
+    assert ckpt.labels == ["_negative_", "hey_tiny"] and ckpt.kind == "float"
+    assert "val_accuracy" in ckpt.metrics
+    out = Path(tiny_cfg.train.out_dir)
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    assert (out / "config.yaml").is_file() and (out / LAST).is_file()
+    ev = evaluate_checkpoint(result.checkpoint_path)
+    assert set(ev.report) >= {"accuracy", "per_class", "confusion_matrix", "wake_word"}
+    assert ev.files["confusion"].stat().st_size > 1000 and ev.files["det"].is_file()
+    assert "recall at false-accept rate" in ev.files["markdown"].read_text()
+
+
+def test_early_stopping(tiny_cfg: Config) -> None:
+    cfg = replace(tiny_cfg, train={"epochs": 6, "early_stopping_patience": 1, "learning_rate": 1e-9,
+                                   "selection_metric": "accuracy"})
+    result = train(cfg)
+    assert result.epochs_run < 6
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_cfg: Config, tmp_path: Path) -> None:
+    """Kill a run with SIGKILL after its first epoch checkpoint, resume it, compare final weights."""
+    epochs = "train.epochs=5"
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    base = ["train", *_overrides(tiny_cfg), "--set", epochs]
+    subprocess.run(_cli(*base, "--out", str(full)), check=True, capture_output=True, cwd=REPO)
+    proc = subprocess.Popen(_cli(*base, "--out", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=REPO)
+    deadline = time.time() + 120
+    while not (killed / LAST).is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(killed / LAST, weights_only=False)
+    assert state["epoch"] < 4, "the run finished before it could be killed; make it longer"
+    subprocess.run(_cli(*base, "--out", str(killed), "--resume"), check=True, capture_output=True, cwd=REPO)
+    a = torch.load(full / LAST, weights_only=False)
+    b = torch.load(killed / LAST, weights_only=False)
+    assert a["epoch"] == b["epoch"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["history"] == b["history"]
+
+
+def test_distributed_two_cpu_processes(tiny_cfg: Config, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tinyconv.cli",
+           "train", *_overrides(tiny_cfg), "--set", "train.epochs=2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt.kind == "float" and len(json.loads((out / "history.json").read_text())) == 2
+
+
+def test_class_weights_balance_rare_classes() -> None:
+    w = class_weights(np.array([0] * 90 + [1] * 10), 2)
+    assert w[1] / w[0] == pytest.approx(9.0)
+
+
+def test_spec_augment_masks_and_is_seeded() -> None:
+    x = torch.rand(4, 98, 40)
+    a = spec_augment(x, torch.Generator().manual_seed(0), 10, 6)
+    b = spec_augment(x, torch.Generator().manual_seed(0), 10, 6)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_resume_refuses_a_run_of_another_kind(tiny_cfg: Config) -> None:
+    train(tiny_cfg)
+    state = torch.load(Path(tiny_cfg.train.out_dir) / LAST, weights_only=False)
+    state["kind"] = "qat"
+    torch.save(state, Path(tiny_cfg.train.out_dir) / LAST)
+    with pytest.raises(ValueError, match="is a qat run; cannot resume it as float"):
+        train(tiny_cfg, resume=True)
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt or not a torch file"):
+        load_checkpoint(bad)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a tinyconv checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
