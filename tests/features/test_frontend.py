@@ -32,7 +32,8 @@ def test_short_and_long_clips_fit_the_window() -> None:
 
 def test_streaming_matches_whole_clip_in_any_chunking() -> None:
     audio = _noise(16000, 1)
-    whole = clip_features(audio)
+    whole = StreamingFrontend().process(audio)
+    assert whole.shape == (98, 40)
     fe = StreamingFrontend()
     parts = [fe.process(audio[i : i + 333]) for i in range(0, len(audio), 333)]
     assert np.array_equal(np.concatenate(parts), whole)
@@ -59,3 +60,14 @@ def test_features_package_does_not_import_torch() -> None:
     code = "import sys, tinyconv.features, tinyconv.metrics, tinyconv.data.dataset; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_clip_features_warm_the_frontend_like_a_running_device() -> None:
+    """A cold frontend saturates at the first sound; the pre-roll settles it on the clip's background."""
+    rng = np.random.default_rng(4)
+    audio = (rng.standard_normal(16000) * 300).astype(np.int16)
+    cold = StreamingFrontend().process(audio)
+    warm = clip_features(audio)
+    assert cold[:10].mean() > warm[:10].mean() + 1.0  # the cold start transient
+    assert np.array_equal(warm, clip_features(audio))  # deterministic
+    assert abs(cold[-20:].mean() - warm[-20:].mean()) < 1.0  # both settle near the same background

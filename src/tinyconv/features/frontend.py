@@ -57,11 +57,39 @@ def fit_clip(samples: np.ndarray, num_samples: int) -> np.ndarray:
     return np.concatenate([np.zeros(num_samples - len(samples), dtype=samples.dtype), samples])
 
 
+# Pre-roll before each clip, and the smallest noise floor assumed for it (int16 LSB RMS). A real
+# microphone is never digitally silent and the frontend never starts cold on a device.
+PREROLL_MS = 1000
+MIN_NOISE_FLOOR = 8.0
+
+
+def noise_floor(samples: np.ndarray, step: int = 160) -> float:
+    """RMS of the quietest 10 % of 10 ms frames: the clip's background level."""
+    n = len(samples) // step * step
+    if n == 0:
+        return MIN_NOISE_FLOOR
+    rms = np.sqrt(np.mean(samples[:n].astype(np.float64).reshape(-1, step) ** 2, axis=1))
+    return max(float(np.percentile(rms, 10)), MIN_NOISE_FLOOR)
+
+
 def clip_features(samples: np.ndarray, config: FrontendConfig | None = None) -> np.ndarray:
-    """One clip (int16, 16 kHz) -> float32 [num_frames, num_channels] with a fresh frontend."""
+    """One clip (int16, 16 kHz) -> float32 [num_frames, num_channels], as a device would see it.
+
+    A device runs the frontend continuously, so its noise estimate and PCAN gain have settled on
+    the room's background when a word starts. A cold frontend instead saturates every channel at
+    the first sound (its noise estimate starts at zero), which erases exactly the onsets that
+    tell "hey tiny" from "pey tiny". So the frontend first hears PREROLL_MS of Gaussian noise at
+    the clip's own background level, and only the clip's frames are returned.
+    """
     config = config or FrontendConfig()
     clip = fit_clip(np.asarray(samples, dtype=np.int16), config.clip_samples)
-    feats = StreamingFrontend(config).process(clip)
+    rng = np.random.default_rng(0)  # fixed: the same clip always gives the same features
+    n_pre = config.sample_rate_hz * PREROLL_MS // 1000 // config.step_samples * config.step_samples
+    preroll = np.clip(np.round(rng.standard_normal(n_pre) * noise_floor(clip)), -32768, 32767).astype(np.int16)
+    frontend = StreamingFrontend(config)
+    frontend.process(preroll)
+    # The first frames after the pre-roll straddle it; the last num_frames windows lie in the clip.
+    feats = frontend.process(clip)[-config.num_frames :]
     if feats.shape[0] != config.num_frames:  # the C frontend is fixed; this guards a version change
         raise RuntimeError(
             f"frontend produced {feats.shape[0]} frames for {config.clip_samples} samples, "
@@ -80,7 +108,8 @@ def frontend_key(config: FrontendConfig) -> str:
     """A short hash of the frontend settings and implementation version, for cache keys."""
     from importlib.metadata import version
 
-    payload = json.dumps({"config": asdict(config), "impl": version("pymicro-features")}, sort_keys=True)
+    payload = json.dumps({"config": asdict(config), "impl": version("pymicro-features"),
+                          "preroll": [PREROLL_MS, MIN_NOISE_FLOOR]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -99,3 +99,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wake-word", help="wake word (default from configs/quickstart.yaml)")
     add_config_args(p)
     p.set_defaults(func=_quickstart)
+    try:
+        from tinyconv.trainer.teacher_cli import add_parsers as add_teacher_parsers
+    except ModuleNotFoundError as exc:  # distillation not installed in this checkout
+        if not (exc.name or "").startswith("tinyconv"):
+            raise
+    else:
+        add_teacher_parsers(sub)
