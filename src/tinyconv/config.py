@@ -80,8 +80,8 @@ class AugmentConfig:
 
     copies_per_clip: int = 1
     noise_probability: float = 0.8
-    snr_db_min: float = 0.0
-    snr_db_max: float = 25.0
+    snr_db_min: float = 5.0
+    snr_db_max: float = 30.0
     reverb_probability: float = 0.4
     num_room_impulse_responses: int = 24
     gain_db_min: float = -12.0
@@ -110,6 +110,9 @@ class DataConfig:
     num_confusable: int = 900
     num_other_speech: int = 900
     num_background: int = 300
+    # Confusables closer than this (in espeak-ng phonemes) to the wake word are not generated;
+    # 1 keeps one-phoneme near misses such as "pey tiny" (hard: see docs).
+    confusable_min_phoneme_distance: int = 2
     speeds_wpm: tuple[int, ...] = (120, 140, 160, 180, 200)
     pitch_range: tuple[int, int] = (25, 75)
     val_fraction: float = 0.15
@@ -130,6 +133,7 @@ class DataConfig:
                and self.val_fraction + self.test_fraction < 1,
                "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
         _check(self.num_positive > 0, "data.num_positive must be > 0")
+        _check(self.confusable_min_phoneme_distance >= 1, "data.confusable_min_phoneme_distance must be >= 1")
         _check(len(self.pitch_range) == 2 and self.pitch_range[0] <= self.pitch_range[1],
                "data.pitch_range must be [low, high]")
         _check(len(self.speeds_wpm) > 0, "data.speeds_wpm must not be empty")
@@ -166,8 +170,8 @@ class TrainConfig:
     label_smoothing: float = 0.05
     class_weighting: bool = True
     spec_augment: bool = True
-    time_mask_frames: int = 10
-    freq_mask_channels: int = 6
+    time_mask_frames: int = 5
+    freq_mask_channels: int = 4
     early_stopping_patience: int = 8
     # Best checkpoint by this validation metric (higher is better for all of them).
     selection_metric: str = "wake_recall_at_far"
@@ -201,19 +205,40 @@ class QATConfig:
         _check(self.epochs >= 1, "qat.epochs must be >= 1")
 
 
+# Teacher families distillation knows (tinyconv.trainer.teachers builds them from `transformers`).
+TEACHER_KINDS: tuple[str, ...] = ("wav2vec2", "conformer")
+TEACHER_SIZES: tuple[str, ...] = ("tiny", "small", "base")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DistillationConfig:
-    """Dual-teacher distillation (Wav2Vec2 + Conformer)."""
+    """Dual-teacher distillation (Wav2Vec2 + Conformer); see docs/EXPERT_DISTILLATION_GUIDE.md.
+
+    Layer indices follow `transformers`' `hidden_states`: 0 is the input to the first transformer
+    layer, L the output of the last; negative indices count from the end. Student indices select
+    outputs of `forward_features` (0 = stem, 1 = block 1, ...). Each teacher layer is paired with
+    the student layer at the same position (one student layer is paired with every teacher layer).
+    """
 
     enabled: bool = False
     teachers: tuple[str, ...] = ("wav2vec2", "conformer")
     teacher_size: str = "tiny"
+    # Optional local Hugging Face folders (e.g. a wav2vec2-base download) to start fine-tuning from.
     teacher_pretrained_dirs: dict[str, str] = field(default_factory=dict)
+    # Where `tinyconv teacher train` writes the fine-tuned teachers and distillation reads them;
+    # empty = <train.out_dir>/teachers.
+    teacher_dir: str = ""
     teacher_epochs: int = 6
+    teacher_learning_rate: float = 5e-4
+    teacher_batch_size: int = 16
     teacher_alignment_layers: dict[str, tuple[int, ...]] = field(
         default_factory=lambda: {"wav2vec2": (-1,), "conformer": (-1,)}
     )
     student_alignment_layers: tuple[int, ...] = (-1,)
+    # 0 = a linear projector (teacher width -> student width); > 0 = a two-layer MLP this wide.
+    projector_hidden_dim: int = 0
+    # Teacher outputs cached on disk per clip; empty = <data.dataset_dir>/.teacher_cache.
+    teacher_cache_dir: str = ""
     temperature: float = 4.0
     weighting_temperature: float = 1.0
     alpha_ce: float = 0.5
@@ -223,8 +248,27 @@ class DistillationConfig:
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "distill.temperature must be > 0")
         _check(self.weighting_temperature > 0, "distill.weighting_temperature must be > 0")
-        _check(self.teacher_size in ("tiny", "small", "base"),
+        _check(self.teacher_size in TEACHER_SIZES,
                f"distill.teacher_size must be tiny, small or base, got {self.teacher_size!r}")
+        _check(len(self.teachers) > 0, "distill.teachers must name at least one teacher")
+        for name in self.teachers:
+            _check(name in TEACHER_KINDS,
+                   f"distill.teachers: unknown teacher {name!r}{_suggest(name, TEACHER_KINDS)}; "
+                   f"choose from {', '.join(TEACHER_KINDS)}")
+        _check(len(set(self.teachers)) == len(self.teachers), f"distill.teachers has duplicates: {self.teachers}")
+        # Keys may name a known teacher that is not enabled (the default lists both); typos raise.
+        for section, mapping in (("teacher_alignment_layers", self.teacher_alignment_layers),
+                                 ("teacher_pretrained_dirs", self.teacher_pretrained_dirs)):
+            for name in mapping:
+                _check(name in TEACHER_KINDS,
+                       f"distill.{section}: unknown teacher {name!r}{_suggest(name, TEACHER_KINDS)}; "
+                       f"choose from {', '.join(TEACHER_KINDS)}")
+        _check(self.teacher_epochs >= 1, "distill.teacher_epochs must be >= 1")
+        _check(self.teacher_learning_rate > 0, "distill.teacher_learning_rate must be > 0")
+        _check(self.teacher_batch_size >= 1, "distill.teacher_batch_size must be >= 1")
+        _check(self.projector_hidden_dim >= 0, "distill.projector_hidden_dim must be >= 0")
+        for name in ("alpha_ce", "alpha_kd", "alpha_feature"):
+            _check(getattr(self, name) >= 0, f"distill.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -65,11 +65,29 @@ def phonemes(text: str, voice: str = "en-us") -> str:
     return re.sub(r"[\s',_]", "", out)
 
 
-def confusable_phrases(wake_word: str) -> list[str]:
+# espeak-ng's two-character phoneme mnemonics (diphthongs, affricates, long vowels).
+_MULTI = re.compile(r"aI|eI|oU|aU|OI|tS|dZ|i:|u:|3:|A:|O:|I@|e@|U@|@L|aI@|.")
+
+
+def phoneme_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two espeak-ng phoneme strings, counted in phonemes."""
+    x, y = _MULTI.findall(a), _MULTI.findall(b)
+    prev = list(range(len(y) + 1))
+    for i, p in enumerate(x, 1):
+        cur = [i]
+        for j, q in enumerate(y, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (p != q)))
+        prev = cur
+    return prev[-1]
+
+
+def confusable_phrases(wake_word: str, min_phoneme_distance: int = 1) -> list[str]:
     """Phrases that sound like the wake word but are not it, sorted for determinism.
 
     A spelling that TTS pronounces exactly like the wake word ("hay tiny") is a positive in
-    disguise, so phrases with the wake word's phoneme string are dropped.
+    disguise, so phrases at phoneme distance 0 are always dropped. Distance-1 near misses
+    ("pey tiny", "hey thiny") differ by one weak consonant; keeping them is a choice
+    (`data.confusable_min_phoneme_distance`).
     """
     words = wake_word.lower().split()
     phrases: set[str] = set()
@@ -82,9 +100,11 @@ def confusable_phrases(wake_word: str) -> list[str]:
         for word in words:
             phrases.add(f"{extra} {word}")
     target = phonemes(wake_word)
+    floor = max(1, min_phoneme_distance)
     return sorted(
         p for p in phrases
-        if not _contains(p, words) and p != wake_word.lower() and (not target or phonemes(p) != target)
+        if not _contains(p, words) and p != wake_word.lower()
+        and (not target or phoneme_distance(phonemes(p), target) >= floor)
     )
 
 

@@ -87,7 +87,7 @@ def plan_utterances(config: Config, voices: list[Voice]) -> list[Utterance]:
     weights = np.array([1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction])
     wake = d.wake_word.strip()
     spellings = [wake, wake.lower(), wake.capitalize(), wake + "!", wake.replace(" ", ", ") + "."]
-    confusables = confusable_phrases(wake)
+    confusables = confusable_phrases(wake, d.confusable_min_phoneme_distance)
     texts: list[tuple[str, str]] = [(spellings[i % len(spellings)], "positive") for i in range(d.num_positive)]
     texts += [(confusables[i % len(confusables)], "confusable") for i in range(d.num_confusable)]
     texts += [(t, "speech") for t in other_phrases(wake, d.num_other_speech, rng)]

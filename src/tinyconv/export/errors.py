@@ -1,0 +1,7 @@
+"""Export errors: every message names the file, layer or op at fault."""
+
+from __future__ import annotations
+
+
+class ExportError(ValueError):
+    """A checkpoint cannot be exported, or an exported file fails its self-check."""

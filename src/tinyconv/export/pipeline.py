@@ -1,0 +1,335 @@
+"""`export_checkpoint`: checkpoint -> INT8 TFLite, INT8/float ONNX, C arrays, manifest.json.
+
+Every file is written into a temporary folder beside the output folder, checked, and only then
+renamed into place, so a failure never leaves half-written files. Each export checks itself
+against its source (as timm's ONNX export does): TFLM and ONNX Runtime outputs must match the
+PyTorch quantized reference within `SELF_CHECK_MAX_LSB` output LSB on seeded inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyconv.export.errors import ExportError
+from tinyconv.export.source import SourceCheckpoint, build_float_model, build_qat_model, read_checkpoint
+
+FORMATS = ("tflite", "onnx", "c")
+MANIFEST_FORMAT_VERSION = 1
+TFLITE_NAME = "model_int8.tflite"
+ONNX_INT8_NAME = "model_int8.onnx"
+ONNX_FLOAT_NAME = "model_float.onnx"
+MANIFEST_NAME = "manifest.json"
+# TFLM's integer requantization differs from PyTorch's float rounding by up to ~0.015 LSB per
+# layer, which flips ~0.5 % of activations by one LSB; the final FC can turn one pooled LSB into
+# a few output LSB. Broken conversions miss by tens of LSB, so the self-check allows 8
+# (docs/EXPORT.md has the tolerance table; tests/export/test_equivalence.py holds it).
+SELF_CHECK_MAX_LSB = 8
+DEFAULT_NUM_CALIBRATION = 500
+_SELF_CHECK_EXAMPLES = 16
+# Ops a fused Conv+BN+ReLU model must not contain (BN leftovers, float islands).
+FORBIDDEN_OPS = ("ADD", "MUL", "SUB", "DIV", "RSQRT", "SQRT", "RELU", "QUANTIZE", "DEQUANTIZE")
+
+
+@dataclass
+class QuantizedReference:
+    """The PyTorch quantized model an export is converted from and checked against."""
+
+    reference: torch.fx.GraphModule  # converted QDQ graph: BN folded, scales frozen, eval
+    quantization: str  # "qat" or "ptq"
+    calibration: np.ndarray | None  # PTQ calibration features (None for QAT)
+    float_model: torch.nn.Module | None  # float checkpoint's model (None for QAT)
+    qat_model: Any = None  # QATTinyConv for a QAT checkpoint
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    files: dict[str, Path]
+    manifest: dict[str, Any]
+    quantization: str  # "qat" or "ptq"
+    tensor_arena_bytes: int
+    self_check: dict[str, float]
+    reference: QuantizedReference  # the PyTorch quantized model the files were converted from
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    items = [f.strip().lower() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    unknown = [f for f in items if f not in FORMATS]
+    if unknown or not items:
+        raise ExportError(f"unknown export format(s) {unknown or items}; choose from {', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in items)
+
+
+def quantize_features(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float features -> int8 model input with the TFLite input quantization."""
+    return np.clip(np.rint(np.asarray(x, np.float64) / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    parent = out_dir.parent
+    if parent.exists() and not parent.is_dir():
+        raise ExportError(f"output folder {out_dir} is not writable: {parent} is a file")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"output folder {out_dir} is not writable: it exists and is a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file():
+        raise ExportError(
+            f"output folder {out_dir} is not empty and holds no previous export ({MANIFEST_NAME}); "
+            "refusing to replace it"
+        )
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"output folder {out_dir} is not writable: {exc}") from exc
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"output folder {out_dir} is not writable: no write permission on {parent}")
+
+
+def _representative(src: SourceCheckpoint, representative: np.ndarray | None, count: int) -> np.ndarray:
+    """Calibration features: given, or a seeded subset of the training split."""
+    if representative is None:
+        from tinyconv.data.dataset import load_features
+
+        dataset_dir = Path(src.config.data.dataset_dir).resolve()
+        try:
+            representative = load_features(dataset_dir, "train", src.config.frontend).x
+        except (OSError, ValueError) as exc:
+            raise ExportError(
+                f"post-training quantization of float checkpoint {src.path} needs training features "
+                f"from {dataset_dir}: {exc}"
+            ) from exc
+    x = np.asarray(representative, dtype=np.float32)
+    if x.ndim != 3 or len(x) == 0:
+        raise ExportError(f"representative features must be a non-empty [N, frames, channels] array, got {x.shape}")
+    if len(x) > count:
+        x = x[np.sort(np.random.default_rng(0).choice(len(x), count, replace=False))]
+    return x
+
+
+def _self_check_inputs(src: SourceCheckpoint, calibration: np.ndarray | None, in_scale: float, in_zp: int) -> np.ndarray:
+    """Seeded int8 inputs for self-checks: calibration rows if any, else uniform noise."""
+    if calibration is not None and len(calibration):
+        return quantize_features(calibration[:_SELF_CHECK_EXAMPLES], in_scale, in_zp)
+    fe = src.config.frontend
+    rng = np.random.default_rng(0)
+    return rng.integers(-128, 128, size=(_SELF_CHECK_EXAMPLES, fe.num_frames, fe.num_channels), dtype=np.int8)
+
+
+def _lsb_diff(a_int8: np.ndarray, b_float: np.ndarray, scale: float, zp: int) -> float:
+    return float(np.max(np.abs((a_int8.astype(np.float64) - zp) - b_float.astype(np.float64) / scale)))
+
+
+def build_reference(
+    src: SourceCheckpoint, *, representative: np.ndarray | None = None, num_calibration: int = DEFAULT_NUM_CALIBRATION
+) -> QuantizedReference:
+    """QAT checkpoint: its learned ranges as they are. Float checkpoint: PTQ on training data."""
+    from tinyconv.models.quant import QuantizationError, quantize_ptq
+
+    torch.manual_seed(0)  # nothing here should be random; this pins it if something is
+    try:
+        if src.kind == "qat":
+            qat_model = build_qat_model(src)
+            result = QuantizedReference(qat_model.to_reference(), "qat", None, None, qat_model)  # type: ignore[operator]
+        else:
+            float_model = build_float_model(src)
+            calibration = _representative(src, representative, num_calibration)
+            batches = [torch.from_numpy(calibration[i : i + 64]) for i in range(0, len(calibration), 64)]
+            result = QuantizedReference(quantize_ptq(float_model, batches), "ptq", calibration, float_model)
+    except QuantizationError as exc:
+        raise ExportError(f"checkpoint {src.path}: {exc}") from exc
+    for module in result.reference.modules():
+        module.training = False  # converted graphs are inference graphs
+    return result
+
+
+def export_checkpoint(
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    *,
+    formats: str | Sequence[str] = FORMATS,
+    representative: np.ndarray | None = None,
+    num_calibration: int = DEFAULT_NUM_CALIBRATION,
+) -> ExportResult:
+    """Export a float (PTQ) or QAT checkpoint; returns where the files are and what they hold.
+
+    `formats`: any of tflite, onnx, c. The INT8 .tflite is always written: the manifest's
+    quantization and arena size describe it, and the C arrays embed it. `representative`:
+    float features [N, frames, channels] for PTQ calibration (default: a seeded subset of the
+    training split of config.data.dataset_dir); a QAT checkpoint keeps its learned ranges.
+    """
+    from tinyconv.export.c_array import HEADER_NAME, SOURCE_NAME, CArrayInputs, render_header, render_source
+    from tinyconv.export.onnx_export import export_float_onnx, export_int8_onnx
+    from tinyconv.export.tflite import check_full_integer, convert_to_tflite, inspect_tflite
+    from tinyconv.export.tflm import measure_arena_bytes, run_tflm
+    from tinyconv.models.quant import fold_tiny_conv
+
+    wanted = parse_formats(formats)
+    out_dir = Path(out_dir).resolve()
+    _check_out_dir(out_dir)
+    src = read_checkpoint(checkpoint_path)
+    fe = src.config.frontend
+    input_shape = (fe.num_frames, fe.num_channels)
+
+    ref = build_reference(src, representative=representative, num_calibration=num_calibration)
+    reference, calibration, float_model = ref.reference, ref.calibration, ref.float_model
+
+    tflite = convert_to_tflite(reference, input_shape)
+    info = inspect_tflite(tflite)
+    check_full_integer(info)
+    forbidden = [f"#{op.index} {op.name}" for op in info.ops if op.name in FORBIDDEN_OPS]
+    if forbidden:
+        raise ExportError(f"converted model has unfused ops {', '.join(forbidden)} (BN/ReLU fusion failed)")
+    arena = measure_arena_bytes(tflite)
+
+    # Self-check: TFLM vs the PyTorch quantized reference.
+    x_int8 = _self_check_inputs(src, calibration, info.input.scale, info.input.zero_point)
+    x_float = torch.from_numpy(((x_int8.astype(np.float32) - info.input.zero_point) * info.input.scale))
+    with torch.no_grad():
+        ref_out = reference(x_float).numpy()
+    tflm_out = run_tflm(tflite, x_int8, arena)
+    tflm_lsb = _lsb_diff(tflm_out, ref_out, info.output.scale, info.output.zero_point)
+    if tflm_lsb > SELF_CHECK_MAX_LSB:
+        raise ExportError(
+            f"self-check failed: TFLite Micro output differs from the PyTorch quantized model by "
+            f"{tflm_lsb:.1f} LSB (allowed {SELF_CHECK_MAX_LSB})"
+        )
+    self_check = {"tflm_vs_torch_max_lsb": tflm_lsb}
+
+    blobs: dict[str, bytes] = {TFLITE_NAME: tflite}
+    if "onnx" in wanted:
+        import onnxruntime as ort
+
+        onnx_int8 = export_int8_onnx(reference, input_shape)
+        session = ort.InferenceSession(onnx_int8, providers=["CPUExecutionProvider"])
+        onnx_out = session.run(None, {session.get_inputs()[0].name: x_float.numpy()})[0]
+        onnx_lsb = _lsb_diff(tflm_out, onnx_out, info.output.scale, info.output.zero_point)
+        if onnx_lsb > SELF_CHECK_MAX_LSB:
+            raise ExportError(f"self-check failed: INT8 ONNX differs from TFLite Micro by {onnx_lsb:.1f} LSB")
+        self_check["onnx_vs_tflm_max_lsb"] = onnx_lsb
+        blobs[ONNX_INT8_NAME] = onnx_int8
+        if float_model is None:
+            float_model = _float_from_qat(src, ref.qat_model)
+        blobs[ONNX_FLOAT_NAME] = export_float_onnx(fold_tiny_conv(float_model), input_shape)
+    if "c" in wanted:
+        c_inputs = CArrayInputs(
+            tflite=tflite,
+            info=info,
+            labels=src.labels,
+            positive_label=src.positive_label,
+            frontend=fe,
+            tensor_arena_bytes=arena,
+            source_description=f"{src.path.name} (sha256 {src.sha256[:16]})",
+        )
+        blobs[HEADER_NAME] = render_header(c_inputs).encode()
+        blobs[SOURCE_NAME] = render_source(c_inputs).encode()
+
+    manifest = _manifest(src, info, blobs, ref.quantization, arena)
+    blobs[MANIFEST_NAME] = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
+    _write_atomically(out_dir, blobs)
+    return ExportResult(
+        out_dir=out_dir,
+        files={name: out_dir / name for name in blobs},
+        manifest=manifest,
+        quantization=ref.quantization,
+        tensor_arena_bytes=arena,
+        self_check=self_check,
+        reference=ref,
+    )
+
+
+def _float_from_qat(src: SourceCheckpoint, qat_model: Any) -> torch.nn.Module:
+    """The float model inside a QAT checkpoint: same weights and BN statistics, no fake quant.
+
+    The prepared graph keeps the fused model's parameter names (stem.conv.weight, stem.bn.*).
+    """
+    from tinyconv.export.source import build_float_architecture
+    from tinyconv.models.quant import fuse_tiny_conv
+
+    model = fuse_tiny_conv(build_float_architecture(src))
+    graph_state = {k.removeprefix("graph_module."): v for k, v in qat_model.state_dict().items()}
+    # num_batches_tracked is bookkeeping the functional QAT graph does not keep.
+    missing = [k for k in model.state_dict() if k not in graph_state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ExportError(f"QAT checkpoint {src.path} lacks float weights {missing[:4]}")
+    model.load_state_dict({k: graph_state[k] for k in model.state_dict() if k in graph_state}, strict=False)
+    return model.eval()
+
+
+def _manifest(
+    src: SourceCheckpoint, info: Any, blobs: dict[str, bytes], quantization: str, arena: int
+) -> dict[str, Any]:
+    fe = src.config.frontend
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "model_name": src.config.model.name,
+        "labels": list(src.labels),
+        "positive_label": src.positive_label,
+        "frontend": {
+            "sample_rate_hz": fe.sample_rate_hz,
+            "window_ms": fe.window_ms,
+            "step_ms": fe.step_ms,
+            "num_channels": fe.num_channels,
+            "clip_duration_ms": fe.clip_duration_ms,
+            "num_frames": fe.num_frames,
+            "feature_scale": fe.feature_scale,
+        },
+        "input": {
+            "shape": list(info.input.shape),
+            "dtype": info.input.dtype,
+            "scale": info.input.scale,
+            "zero_point": info.input.zero_point,
+        },
+        "output": {
+            "shape": list(info.output.shape),
+            "dtype": info.output.dtype,
+            "scale": info.output.scale,
+            "zero_point": info.output.zero_point,
+        },
+        "files": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in blobs.items()
+        },
+        "source_checkpoint": {"path": str(src.path), "sha256": src.sha256, "kind": src.kind},
+        "quantization": quantization,
+        "dataset_dir": str(Path(src.config.data.dataset_dir).resolve()),
+        "tensor_arena_bytes": arena,
+    }
+
+
+def _write_atomically(out_dir: Path, blobs: dict[str, bytes]) -> None:
+    """Write every file into a sibling temp folder, fsync, then swap it in with renames."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise ExportError(f"output folder {out_dir} is not writable: {exc}") from exc
+    old: Path | None = None
+    try:
+        for name, data in blobs.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    except OSError as exc:
+        if old is not None and old.exists() and not out_dir.exists():
+            os.replace(old, out_dir)  # put the previous export back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(f"could not write export to {out_dir}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
