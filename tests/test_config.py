@@ -49,7 +49,7 @@ def test_wrong_types_and_values(raw: dict, message: str) -> None:
 
 def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
     cfg = apply_overrides(Config(), ["model.tiny_conv_use_depthwise=false", "data.speeds_wpm=[100, 200]",
-                                     "train.learning_rate=0.01"])
+                                     "train.learning_rate=1e-2"])
     assert cfg.model.tiny_conv_use_depthwise is False and cfg.data.speeds_wpm == (100, 200)
     path = tmp_path / "c.yaml"
     save_config(cfg, path)
@@ -69,3 +69,10 @@ def test_bad_override_and_missing_file(tmp_path: Path) -> None:
 def test_shipped_configs_load() -> None:
     for path in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"):
         load_config(path)
+
+
+def test_yaml_words_yes_no_on_off_stay_strings(tmp_path: Path) -> None:
+    cfg = apply_overrides(Config(), ["data.keywords=[yes, no, on, off]", "model.tiny_conv_use_depthwise=false"])
+    assert cfg.data.keywords == ("yes", "no", "on", "off") and cfg.model.tiny_conv_use_depthwise is False
+    (tmp_path / "k.yaml").write_text("data:\n  keywords: [yes, no]\n")
+    assert load_config(tmp_path / "k.yaml").data.keywords == ("yes", "no")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false. Under YAML 1.1 the Speech Commands
+    keywords `yes`, `no`, `on` and `off` would silently become booleans."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class ConfigError(ValueError):
@@ -392,7 +411,13 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
         section, key = parts
         if section not in _SECTIONS:
             raise ConfigError(f"unknown config section {section!r}{_suggest(section, _SECTIONS)}")
-        raw[section][key] = yaml.safe_load(text)
+        value = yaml_load(text)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-3" (no dot) as a string; on the command line it means a number
+                value = float(value) if any(c in value for c in "eE.") else value
+            except ValueError:
+                pass
+        raw[section][key] = value
     return config_from_dict(raw)
 
 
@@ -404,7 +429,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
     config = config_from_dict(raw)

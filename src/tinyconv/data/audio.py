@@ -26,6 +26,9 @@ class AudioError(ValueError):
         self.reason = reason
         self.category = category
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # crosses process boundaries
+        return (AudioError, (self.path, self.reason, self.category))
+
 
 @dataclass
 class LoadedAudio:

@@ -68,7 +68,7 @@ def load_features(
     if not rows:
         raise DatasetError(f"{dataset_dir} has no clips in split {split!r}")
     cache = FeatureCache(Path(dataset_dir) / CACHE_DIR, frontend)
-    _STATE.update(root=str(dataset_dir), frontend=frontend, cache=cache)
+    state = dict(root=str(dataset_dir), frontend=frontend, cache=cache)
     from tinyconv.data.synth import num_workers
 
     summary = LoadSummary()
@@ -76,7 +76,8 @@ def load_features(
     kept: list[Row] = []
     try:
         for row, (feats, err, notes) in zip(
-            rows, parallel_map(_features_for, rows, num_workers(workers), f"features:{split}")
+            rows, parallel_map(_features_for, rows, num_workers(workers), f"features:{split}", state,
+                                   f"{__name__}:_STATE")
         ):
             if err is not None:
                 if strict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,19 +48,46 @@ def num_workers(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
 
-def parallel_map(fn: Callable[[T], R], items: list[T], workers: int, desc: str) -> Iterator[R]:
-    """Ordered map over a fork pool with a progress bar (serial when one worker)."""
+def parallel_map(
+    fn: Callable[[T], R],
+    items: list[T],
+    workers: int,
+    desc: str,
+    state: dict[str, Any] | None = None,
+    state_global: str | None = None,
+) -> Iterator[R]:
+    """Ordered map over worker processes with a progress bar (serial for one worker or few items).
+
+    `state` is copied into the module-global dict named by `state_global` ("module:name"), which
+    `fn` reads, in every worker (and here when serial). Workers come from a forkserver, not a fork of this process: forking a process that
+    runs threads (torch, tqdm's monitor) can copy a held lock and hang a worker forever, and a
+    dead worker makes ProcessPoolExecutor raise instead of waiting.
+    """
     bar = tqdm(total=len(items), desc=desc, unit="clip", leave=False, disable=None)
-    if workers <= 1 or len(items) < 8:
-        for item in items:
-            yield fn(item)
-            bar.update()
-    else:
-        with mp.get_context("fork").Pool(workers) as pool:
-            for result in pool.imap(fn, items, chunksize=max(1, min(32, len(items) // (workers * 8)))):
+    try:
+        if workers <= 1 or len(items) < 8:
+            _set_state(state or {}, state_global)
+            for item in items:
+                yield fn(item)
+                bar.update()
+            return
+        ctx = mp.get_context("forkserver")
+        chunk = max(1, min(32, len(items) // (workers * 8)))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_state,
+                                 initargs=(state or {}, state_global)) as pool:
+            for result in pool.map(fn, items, chunksize=chunk):
                 yield result
                 bar.update()
-    bar.close()
+    finally:
+        bar.close()
+
+
+def _set_state(state: dict[str, Any], state_global: str | None) -> None:
+    if state_global is not None:
+        import importlib
+
+        module, name = state_global.split(":")
+        getattr(importlib.import_module(module), name).update(state)
 
 
 def split_speakers(voices: list[Voice], cfg_seed: int, val_fraction: float, test_fraction: float) -> dict[str, str]:
@@ -154,11 +182,11 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
         for i, s in enumerate(SPLITS)
     }
     babble = {s: [c for u, c in zip(plan, clean) if u.split == s and u.kind == "speech" and len(c)] for s in SPLITS}
-    _AUG_STATE.update(config=config, plan=plan, clean=clean, rirs=rirs, babble=babble, out=str(out),
-                      positive_label=d.wake_word_label)
+    state = dict(config=config, plan=plan, clean=clean, rirs=rirs, babble=babble, out=str(out),
+                 positive_label=d.wake_word_label)
     jobs = [(u.index, c) for u in plan for c in range(config.augment.copies_per_clip)]
     try:
-        rows = list(parallel_map(_augment, jobs, workers, "augment"))
+        rows = list(parallel_map(_augment, jobs, workers, "augment", state, f"{__name__}:_AUG_STATE"))
     finally:
         _AUG_STATE.clear()
     write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label],

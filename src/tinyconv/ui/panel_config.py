@@ -21,7 +21,15 @@ from typing import Any
 
 import yaml
 
-from tinyconv.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, save_config
+from tinyconv.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+    yaml_load,
+)
 
 # Panel order: what a user edits most comes first. A section added to Config later is appended.
 SECTION_ORDER = ("model", "train", "qat", "distill", "data", "augment", "frontend")
@@ -94,7 +102,7 @@ def from_widget(spec: FieldSpec, raw: Any) -> Any:
     if spec.kind == "yaml":
         text = "" if raw is None else str(raw)
         try:
-            return yaml.safe_load(text)
+            return yaml_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{spec.key}: {text!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None or (isinstance(raw, str) and spec.kind != "str" and not raw.strip()):

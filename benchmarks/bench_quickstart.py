@@ -1,0 +1,92 @@
+"""Quickstart benchmark: wall time from nothing to an evaluated model, quality on held-out
+voices, and training throughput of V1 vs V2 on the same features.
+
+    .venv/bin/python benchmarks/bench_quickstart.py [--config configs/quickstart.yaml] [--out DIR]
+
+Targets (issue 2): total <= 600 s on 2 CPU cores; wake-word recall >= 0.95 at a false-accept
+rate <= 1 % of negative test clips. Writes benchmarks/results/quickstart.json and exits 1 when a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tinyconv.config import load_config, replace
+from tinyconv.data.dataset import load_features
+from tinyconv.models import create_model
+from tinyconv.trainer.run import quickstart
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def throughput(name: str, x: torch.Tensor, y: torch.Tensor, width: float, steps: int = 30, batch: int = 128) -> float:
+    """Training clips per second (forward + backward + AdamW step) for one variant."""
+    torch.manual_seed(0)
+    model = create_model("tinyconv", num_classes=2, use_depthwise=name == "v2", width_multiplier=width).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for i in range(steps + 3):
+        if i == 3:
+            t0 = time.perf_counter()
+        idx = torch.randint(0, len(y), (batch,))
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
+    ap.add_argument("--out", default=str(REPO / "runs" / "bench_quickstart"))
+    ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "quickstart.json"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)  # from nothing: no dataset, no feature cache
+    config = replace(load_config(args.config), data={"dataset_dir": str(out / "data")}, train={"out_dir": str(out)})
+    t0 = time.perf_counter()
+    result = quickstart(config)
+    total = time.perf_counter() - t0
+    report = result.eval.report
+    wake = report["wake_word"]
+    train = load_features(config.data.dataset_dir, "train", config.frontend)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    width = config.model.width_multiplier
+    tp = {v: throughput(v, x, y, width) for v in ("v1", "v2")}
+    results = {
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+        "config": args.config,
+        "seconds": {**{k: round(v, 1) for k, v in result.seconds.items()}, "total": round(total, 1)},
+        "test": {
+            "clips": report["num_clips"],
+            "accuracy": report["accuracy"],
+            "recall_at_far": wake["recall_at_target_far"],
+            "target_far": wake["target_far"],
+            "threshold": wake["threshold_at_target_far"],
+            "frr_at_0.5": wake["frr"],
+            "far_at_0.5": wake["far"],
+        },
+        "epochs_run": result.train.epochs_run,
+        "train_clips_per_second": {f"{v}_width_{width}": round(c, 1) for v, c in tp.items()},
+        "targets": {"total_seconds_max": 600, "recall_min": 0.95, "far_max": 0.01},
+    }
+    results["pass"] = {"time": total <= 600, "quality": wake["recall_at_target_far"] >= 0.95}
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+    return 0 if all(results["pass"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
