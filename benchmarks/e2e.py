@@ -379,6 +379,11 @@ def scale_study(word: str, preset: dict[str, Any], work: Path, export_dir: Path 
 
 # ---- report ------------------------------------------------------------------------------------
 
+def majority_rate(w: dict[str, Any]) -> float:
+    n, p = w["clips"]["test"], w["positives"]["test"]
+    return max(p, n - p) / n if n else 0.0
+
+
 def fmt_int(v: Any) -> str:
     return "n/a" if v is None else f"{int(v):,}"
 
@@ -423,23 +428,33 @@ def render_markdown(report: dict[str, Any]) -> str:
     L.append("## Targets (checked by the script; exit 1 when one fails)")
     L.append("")
     L.append(f"| wake word | float V2 test acc (PyTorch) | INT8 test acc (TFLite Micro) | drop (target <= {MAX_DROP_POINTS} pt) "
-             f"| test clips (1 clip =) | fits nRF52840 | fits ESP32-S3 | all |")
-    L.append("|---|---|---|---|---|---|---|---|")
+             f"| test clips (1 clip =) | majority-class acc | fits nRF52840 | fits ESP32-S3 | all |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    degenerate = []
     for w in report["words"]:
         if "error" in w:
             L.append(f"| {w['wake_word']} | error: {w['error'][:80]} | | | | | | FAIL |")
             continue
         q, t = w["quantization"], w["targets"]
         ok = all(t.values())
+        majority = majority_rate(w)
+        if q["float_test_accuracy"] <= majority + 1e-9:
+            degenerate.append(w["wake_word"])
         L.append(f"| {w['wake_word']} | {fmt_pct(q['float_test_accuracy'])} ({q['float_model']}) | "
                  f"{fmt_pct(q['int8_tflm_test_accuracy'])} | {q['drop_points']:+.2f} pt "
-                 f"{'PASS' if t['int8_drop_le_0p5'] else 'FAIL'} | {q['test_clips']} ({q['one_clip_points']:.2f} pt) | "
+                 f"{'PASS' if t['int8_drop_le_0p5'] else 'FAIL'} | {q['test_clips']} ({q['one_clip_points']:.2f} pt) | {fmt_pct(majority)} | "
                  f"{'PASS' if t['fits_nrf52840'] else 'FAIL'} | {'PASS' if t['fits_esp32s3'] else 'FAIL'} | "
                  f"{'PASS' if ok else 'FAIL'} |")
     L.append("")
     L.append(f"Overall: **{'all targets met' if report['pass'] else 'at least one target failed'}** "
              f"(exit code {0 if report['pass'] else 1}).")
     L.append("")
+    if degenerate:
+        L.append(f"**Caution:** for {', '.join(degenerate)} the float model is no better than always predicting the "
+                 f"majority class on the test split, so the INT8 drop target is met trivially here: at this scale "
+                 f"the models have not learned the wake word. Only a larger scale says whether QAT keeps a *useful* "
+                 f"model within {MAX_DROP_POINTS} points.")
+        L.append("")
     L.append("## Models per wake word (test split, speaker-disjoint)")
     L.append("")
     L.append("| wake word | model | val metric | test acc | train s | note |")
@@ -519,12 +534,17 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"MACs per second of audio: **{v['macs_s']}** "
                      f"(ours {fmt_int(w['ours']['macs_per_second_audio'])}, microWakeWord "
                      f"{fmt_int(w['mww']['macs_per_second_audio'])}).")
+            fo, fm = w["ours"]["streaming"]["frr_at_target"], w["mww"]["streaming"]["frr_at_target"]
+            if fo == 1.0 and fm == 1.0:
+                L.append(f"  Neither model detects any positive at <= {TARGET_FA_PER_HOUR} FA/h on these streams: the "
+                         f"FRR comparison says nothing at this scale.")
         L.append("")
         res_fa = max(w["streams"]["fa_per_hour_resolution"] for _, _, w in verdicts)
         L.append(f"Resolution: with these stream lengths one false accept is up to {res_fa:.1f} FA/h, so "
                  f"\"<= {TARGET_FA_PER_HOUR} FA/h\" here means *no* false accept on the streams; FRR is over "
-                 f"{min(w['streams']['positives_placed'] for _, _, w in verdicts)}-"
-                 f"{max(w['streams']['positives_placed'] for _, _, w in verdicts)} positives. The streams are "
+                 f"{'/'.join(str(w['streams']['positives_placed']) for _, _, w in verdicts)} positives "
+                 f"({', '.join(word for word, _, _ in verdicts)}), one positive = "
+                 f"{100.0 / min(w['streams']['positives_placed'] for _, _, w in verdicts):.0f} points. The streams are "
                  f"synthetic TTS (espeak-ng/flite) voices: microWakeWord was trained on other (Piper TTS and real) "
                  f"audio, so these streams are out of its training distribution and in ours; that favours us on FRR.")
         L.append("")
@@ -612,7 +632,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="simulator worker processes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render-only", type=Path, default=None, metavar="JSON",
+                        help="only rewrite --results-md from an existing e2e JSON")
     args = parser.parse_args(argv)
+    if args.render_only is not None:
+        if not args.render_only.is_file():
+            parser.error(f"--render-only: {args.render_only} not found")
+        report = json.loads(args.render_only.read_text())
+        args.results_md.write_text(render_markdown(report))
+        log(f"wrote {args.results_md} from {args.render_only}")
+        return 0 if report.get("pass") else 1
 
     words = [w.strip() for w in args.wake_words.split(",") if w.strip()]
     if not words:

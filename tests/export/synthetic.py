@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tinyconv.config import Config, ModelConfig, QATConfig, TrainConfig
+from tinyconv.config import Config, DataConfig, ModelConfig, QATConfig, TrainConfig
 from tinyconv.models import build_model
 from tinyconv.trainer.checkpoint import Checkpoint
 
@@ -33,6 +33,8 @@ def make_features(n: int, seed: int, num_classes: int = 3) -> tuple[np.ndarray, 
 def tiny_config() -> Config:
     """TinyConv V2 test model (8 channels, 2 blocks) with a 2-epoch QAT fine-tune."""
     return Config(
+        # Trained on synthetic features: no dataset folder exists for it (the gate skips accuracy).
+        data=DataConfig(dataset_dir="synthetic-features-no-dataset"),
         model=ModelConfig(name="tinyconv_test", dropout=0.1),
         train=TrainConfig(batch_size=64, learning_rate=3e-3, seed=0),
         qat=QATConfig(enabled=True, epochs=2, learning_rate=1e-3, freeze_bn_epoch=1, freeze_observers_epoch=1),

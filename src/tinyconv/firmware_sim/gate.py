@@ -24,7 +24,10 @@ def measure(target: str | Path, *, dataset_dir: str | Path | None = None, max_cl
     model = load_tflite(files.tflite)
     out: dict[str, Any] = {"model_bytes": model.model_bytes, "arena_bytes": measure_host_arena(model).arena_bytes,
                            "macs": model.macs, "accuracy": None}
-    dataset = dataset_dir or files.manifest.get("dataset_dir")
+    dataset = dataset_dir
+    if dataset is None and files.manifest.get("dataset_dir"):
+        # The export's own dataset is used only where it still exists (exports travel, data stays).
+        dataset = files.manifest["dataset_dir"] if Path(files.manifest["dataset_dir"]).is_dir() else None
     if dataset is not None:
         from tinyconv.firmware_sim.accuracy import RunnerSpec, evaluate_dataset
 
