@@ -150,7 +150,10 @@ def _augment(job: tuple[int, int]) -> Row:
     n = config.frontend.clip_samples
     clean = st["clean"][index]
     shift = config.frontend.sample_rate_hz * config.augment.max_shift_ms // 1000
-    placed = place(clean, n, rng, end_aligned=u.kind == "positive", max_shift=shift)
+    # Negatives end where positives end as often as not: otherwise "speech that ends at the end
+    # of the window" is itself a cue, the model learns it, and end-aligned near misses pass.
+    end_aligned = u.kind in ("positive", "confusable") or (u.kind == "speech" and rng.random() < 0.5)
+    placed = place(clean, n, rng, end_aligned=end_aligned, max_shift=shift)
     aug_cfg = config.augment
     if u.kind == "background":
         from dataclasses import replace as dc_replace
