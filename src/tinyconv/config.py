@@ -191,6 +191,9 @@ class TrainConfig:
     spec_augment: bool = True
     time_mask_frames: int = 5
     freq_mask_channels: int = 4
+    # Shift each clip's features by up to this many channels (vocal-tract-length-style
+    # augmentation: TTS voices differ mostly in formant positions).
+    freq_shift_channels: int = 0
     early_stopping_patience: int = 8
     # Best checkpoint by this validation metric (higher is better for all of them).
     selection_metric: str = "wake_recall_at_far"

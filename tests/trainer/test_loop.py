@@ -122,3 +122,15 @@ def test_corrupt_and_foreign_checkpoints(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def test_freq_shift_moves_channels_with_edge_padding() -> None:
+    from tinyconv.trainer.loop import freq_shift
+
+    x = torch.arange(5, dtype=torch.float32).view(1, 1, 5).repeat(64, 3, 1)
+    y = freq_shift(x, torch.Generator().manual_seed(0), 2)
+    assert y.shape == x.shape and not torch.equal(x, y)
+    for row in y[:, 0]:
+        s = int(row[2] - 2)  # the shift applied to this clip
+        assert -2 <= s <= 2 and torch.equal(row, (torch.arange(5) + s).clamp(0, 4).float())
+    assert torch.equal(freq_shift(x, torch.Generator(), 0), x)

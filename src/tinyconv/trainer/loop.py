@@ -68,6 +68,16 @@ def spec_augment(x: torch.Tensor, g: torch.Generator, time_mask: int, freq_mask:
     return torch.where(mask.to(x.device), fill, out)
 
 
+def freq_shift(x: torch.Tensor, g: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Roll each clip along the channel axis by a random -max_shift..max_shift, repeating the edge."""
+    if max_shift <= 0:
+        return x
+    b, _, f = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (b,), generator=g)
+    idx = (torch.arange(f).view(1, f) - shifts.view(b, 1)).clamp(0, f - 1)
+    return torch.gather(x, 2, idx.unsqueeze(1).expand(-1, x.shape[1], -1))
+
+
 def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights normalised to mean 1 (a rare wake word counts as much as the rest)."""
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
@@ -211,6 +221,7 @@ class Trainer:
             for step in bar:
                 idx = perm[step * self.per_rank_batch : (step + 1) * self.per_rank_batch]
                 x = self.x[idx]
+                x = freq_shift(x, g, tc.freq_shift_channels)
                 if tc.spec_augment:
                     x = spec_augment(x, g, tc.time_mask_frames, tc.freq_mask_channels)
                 x, y = x.to(self.device), self.y[idx].to(self.device)
