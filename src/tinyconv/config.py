@@ -193,7 +193,7 @@ class TrainConfig:
     freq_mask_channels: int = 4
     # Shift each clip's features by up to this many channels (vocal-tract-length-style
     # augmentation: TTS voices differ mostly in formant positions).
-    freq_shift_channels: int = 0
+    freq_shift_channels: int = 10
     early_stopping_patience: int = 8
     # Best checkpoint by this validation metric (higher is better for all of them).
     selection_metric: str = "wake_recall_at_far"
