@@ -25,7 +25,7 @@ import torch
 
 from tinyconv.config import Config, load_config, replace
 from tinyconv.metrics import classification_report
-from tinyconv.trainer.checkpoint import load_checkpoint
+from tinyconv.checkpoint import load_checkpoint
 from tinyconv.trainer.run import load_splits, model_from_checkpoint, predict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 def _train_float(config: Any, labels: list[str], positive: str | None, x: np.ndarray, y: np.ndarray, epochs: int) -> Any:
     from tinyconv.models import build_model
-    from tinyconv.trainer.checkpoint import Checkpoint
+    from tinyconv.checkpoint import Checkpoint
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, len(labels), config.frontend)
@@ -80,7 +80,7 @@ def _tflm_accuracy(result: Any, x: np.ndarray, y: np.ndarray) -> float:
 def run_variant(name: str, use_depthwise: bool, args: argparse.Namespace, data: dict[str, Any], work: Path) -> dict[str, Any]:
     from tinyconv.config import Config, DataConfig, ModelConfig, QATConfig, TrainConfig
     from tinyconv.export import export_checkpoint
-    from tinyconv.trainer.checkpoint import save_checkpoint
+    from tinyconv.checkpoint import save_checkpoint
     from tinyconv.trainer.qat import qat_finetune
 
     config = Config(

@@ -118,7 +118,7 @@ def fresh(path: Path) -> Path:
 # ---- accuracy helpers --------------------------------------------------------------------------
 
 def torch_accuracy(checkpoint: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from tinyconv.trainer.checkpoint import load_checkpoint
+    from tinyconv.checkpoint import load_checkpoint
     from tinyconv.trainer.run import model_from_checkpoint, predict
 
     logits = predict(model_from_checkpoint(load_checkpoint(checkpoint)), x)

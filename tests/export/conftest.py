@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from synthetic import make_features, tiny_config, train_float  # noqa: E402
 
-from tinyconv.trainer.checkpoint import save_checkpoint  # noqa: E402
+from tinyconv.checkpoint import save_checkpoint  # noqa: E402
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from tinyconv.config import Config, DataConfig, ModelConfig, QATConfig, TrainConfig
 from tinyconv.models import build_model
-from tinyconv.trainer.checkpoint import Checkpoint
+from tinyconv.checkpoint import Checkpoint
 
 LABELS = ["_silence_", "_unknown_", "hey_tiny"]
 

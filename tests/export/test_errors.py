@@ -13,12 +13,18 @@ import torch
 
 from tinyconv.config import ModelConfig
 from tinyconv.export import ExportError, export_checkpoint
-from tinyconv.export.source import CHECKPOINT_FORMAT_VERSION
-from tinyconv.trainer.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from tinyconv.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 
-def test_reader_tracks_the_checkpoint_format() -> None:
-    assert CHECKPOINT_FORMAT_VERSION == FORMAT_VERSION
+def test_checkpoint_of_another_format_version(tmp_path: Path) -> None:
+    import torch
+
+    torch.save({"format_version": FORMAT_VERSION + 1}, tmp_path / "future.pt")
+    with pytest.raises(ExportError, match=rf"has checkpoint format {FORMAT_VERSION + 1}, this tinyconv reads"):
+        export_checkpoint(tmp_path / "future.pt", tmp_path / "out")
+    torch.save({"format_version": FORMAT_VERSION, "config": {}, "labels": ["a", "b"]}, tmp_path / "half.pt")
+    with pytest.raises(ExportError, match=r"not a tinyconv checkpoint \(missing state_dict\)"):
+        export_checkpoint(tmp_path / "half.pt", tmp_path / "out")
 
 
 def test_corrupt_checkpoint(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def test_loss_gradients_reach_student_and_projectors_only(
 
 def test_train_entry_point_distils_from_saved_teachers(
         dcfg: Config, splits: tuple[FeatureSet, FeatureSet], teachers: dict[str, Teacher]) -> None:
-    from tinyconv.trainer.checkpoint import load_checkpoint
+    from tinyconv.checkpoint import load_checkpoint
     from tinyconv.trainer.run import train
 
     for kind, t in teachers.items():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tinyconv.config import Config, replace
-from tinyconv.trainer.checkpoint import CheckpointError, load_checkpoint
+from tinyconv.checkpoint import CheckpointError, load_checkpoint
 from tinyconv.trainer.loop import LAST, class_weights, spec_augment
 from tinyconv.trainer.run import evaluate_checkpoint, train
 

@@ -105,7 +105,7 @@ def test_litert_workaround_still_needed() -> None:
 
 
 def test_qat_trains_freezes_and_round_trips_through_a_checkpoint() -> None:
-    from tinyconv.trainer.checkpoint import Checkpoint
+    from tinyconv.checkpoint import Checkpoint
 
     config = tiny_config()
     x, y = make_features(128, seed=3)
@@ -153,7 +153,7 @@ def test_bn_freeze_survives_train_eval_switches() -> None:
 def test_qat_finetune_v1_end_to_end(tmp_path: Path) -> None:
     """V1 through the whole path: float -> QAT fine-tune -> export (slow: ~1 min)."""
     from tinyconv.export import export_checkpoint
-    from tinyconv.trainer.checkpoint import save_checkpoint
+    from tinyconv.checkpoint import save_checkpoint
 
     config = v1_config()
     x, y = make_features(320, seed=0)

@@ -1,25 +1,17 @@
-"""Read a training checkpoint and rebuild its model, without importing the trainer.
-
-The on-disk format is the one `tinyconv.trainer.checkpoint.save_checkpoint` writes
-(format_version 1; tests/export checks the two stay in step). Export reads the file itself
-because DESIGN.md keeps `export` independent of `trainer`.
-"""
+"""Read a training checkpoint (tinyconv.checkpoint, shared with the trainer) for export."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
 
-from tinyconv.config import Config, ConfigError, config_from_dict
+from tinyconv.checkpoint import CheckpointError, load_checkpoint
+from tinyconv.config import Config
 from tinyconv.export.errors import ExportError
-
-CHECKPOINT_FORMAT_VERSION = 1
-_REQUIRED_KEYS = ("format_version", "config", "labels", "state_dict")
 
 
 @dataclass(frozen=True)
@@ -44,35 +36,18 @@ def sha256_file(path: Path) -> str:
 def read_checkpoint(path: str | Path) -> SourceCheckpoint:
     """Load and validate a checkpoint file; ExportError names the path and what is wrong."""
     path = Path(path).resolve()
-    if not path.is_file():
-        raise ExportError(f"checkpoint not found: {path}")
     try:
-        raw: Any = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise ExportError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
-    if not isinstance(raw, dict) or any(k not in raw for k in _REQUIRED_KEYS):
-        raise ExportError(f"{path} is not a tinyconv checkpoint (missing {', '.join(_REQUIRED_KEYS)})")
-    if raw["format_version"] != CHECKPOINT_FORMAT_VERSION:
-        raise ExportError(
-            f"{path} has checkpoint format {raw['format_version']}, this exporter reads {CHECKPOINT_FORMAT_VERSION}"
-        )
-    try:
-        config = config_from_dict(raw["config"])
-    except ConfigError as exc:
-        raise ExportError(f"checkpoint {path} has an invalid config: {exc}") from exc
-    kind = raw.get("kind", "float")
-    if kind not in ("float", "qat"):
-        raise ExportError(f"checkpoint {path} has kind {kind!r}; export reads 'float' or 'qat'")
-    if not isinstance(raw["state_dict"], dict):
-        raise ExportError(f"checkpoint {path} has no state_dict mapping")
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
     return SourceCheckpoint(
         path=path,
         sha256=sha256_file(path),
-        config=config,
-        labels=[str(x) for x in raw["labels"]],
-        positive_label=raw.get("positive_label"),
-        kind=kind,
-        state_dict=raw["state_dict"],
+        config=ckpt.config,
+        labels=[str(x) for x in ckpt.labels],
+        positive_label=ckpt.positive_label,
+        kind=ckpt.kind,
+        state_dict=ckpt.state_dict,
     )
 
 

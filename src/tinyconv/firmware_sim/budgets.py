@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from tinyconv.config import yaml_load
 from tinyconv.firmware_sim.costmodel import CORES, KERNEL_FAMILIES
 
 # configs/ sits at the repository root (the package is installed editable from src/).
@@ -106,7 +107,7 @@ def load_budget(name_or_path: str | Path, directory: Path = BUDGET_DIR) -> McuBu
     if not path.is_file():
         raise BudgetError(f"budget file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())  # YAML 1.2 booleans, like every other config
     except yaml.YAMLError as exc:
         raise BudgetError(f"{path}: invalid YAML ({exc})") from None
     return budget_from_dict(raw, str(path))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from tinyconv.config import Config
 from tinyconv.data.dataset import FeatureSet
-from tinyconv.trainer.checkpoint import atomic_save
+from tinyconv.checkpoint import atomic_save
 from tinyconv.trainer.loop import LAST, Trainer, TrainResult
 from tinyconv.trainer.teachers import (
     Teacher,

@@ -27,7 +27,7 @@ from tinyconv.config import Config, save_config
 from tinyconv.data.dataset import FeatureSet
 from tinyconv.metrics import classification_report
 from tinyconv.models import build_model
-from tinyconv.trainer.checkpoint import Checkpoint, atomic_save, save_checkpoint
+from tinyconv.checkpoint import Checkpoint, atomic_save, save_checkpoint
 
 BEST = "checkpoint.pt"
 LAST = "last.pt"

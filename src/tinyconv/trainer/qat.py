@@ -34,7 +34,7 @@ from tinyconv.models.quant import (
 
 if TYPE_CHECKING:
     from tinyconv.config import Config, QATConfig
-    from tinyconv.trainer.checkpoint import Checkpoint
+    from tinyconv.checkpoint import Checkpoint
 
 __all__ = [
     "FusedConvBNReLU2d",
@@ -107,7 +107,7 @@ def qat_finetune(
     `config.train.batch_size`, seeded by `config.train.seed`. Metrics: val accuracy of the
     fake-quantized model.
     """
-    from tinyconv.trainer.checkpoint import Checkpoint
+    from tinyconv.checkpoint import Checkpoint
 
     if float_checkpoint.kind != "float":
         raise QuantizationError(f"qat_finetune starts from a float checkpoint, got kind {float_checkpoint.kind!r}")

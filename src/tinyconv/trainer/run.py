@@ -15,7 +15,7 @@ import torch.nn as nn
 from tinyconv.config import Config, replace
 from tinyconv.data.dataset import FeatureSet, load_features
 from tinyconv.metrics import classification_report
-from tinyconv.trainer.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from tinyconv.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from tinyconv.trainer.loop import Trainer, TrainResult
 
 

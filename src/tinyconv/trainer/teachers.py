@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinyconv.config import TEACHER_KINDS, TEACHER_SIZES, Config
-from tinyconv.trainer.checkpoint import atomic_save
+from tinyconv.checkpoint import atomic_save
 
 TEACHER_META = "tinyconv_teacher.json"
 TEACHER_HEAD = "head.pt"

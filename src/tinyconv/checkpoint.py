@@ -1,4 +1,8 @@
-"""Checkpoint files: one format for every stage, written atomically, versioned."""
+"""Checkpoint files: one format for every stage, written atomically, versioned.
+
+A top-level module (not under trainer/) because both the trainer and export read it, and
+export must not import the trainer (DESIGN.md).
+"""
 
 from __future__ import annotations
 
@@ -94,8 +98,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} has checkpoint format {raw['format_version']}, this tinyconv reads {FORMAT_VERSION}"
         )
+    missing = [k for k in ("config", "labels", "state_dict") if k not in raw]
+    if missing or not isinstance(raw["state_dict"], dict):
+        raise CheckpointError(f"{path} is not a tinyconv checkpoint (missing {', '.join(missing) or 'state_dict'})")
+    if raw.get("kind", "float") not in ("float", "qat"):
+        raise CheckpointError(f"checkpoint {path} has kind {raw['kind']!r}; expected 'float' or 'qat'")
+    try:
+        config = config_from_dict(raw["config"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} has an invalid config: {exc}") from exc
     return Checkpoint(
-        config=config_from_dict(raw["config"]),
+        config=config,
         labels=list(raw["labels"]),
         state_dict=raw["state_dict"],
         positive_label=raw.get("positive_label"),
