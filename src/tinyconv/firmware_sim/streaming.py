@@ -4,11 +4,24 @@ Two model kinds, told apart by the input size:
 - window models (ours): input = a whole clip of features (98 x 40); invoked every
   `stride_frames` feature frames on the last 98 frames; output logits -> softmax -> P(positive).
 - streaming models (microWakeWord): input = `stride` new frames ([1, 3, 40]); the model keeps
-  its own state in resource variables; output is already a probability (uint8, scale 1/256).
+  its own state in resource variables (one interpreter per stream, never reset inside it);
+  output is already a probability (uint8).
+
+Streaming models run exactly as ESPHome's micro_wake_word feeds them (the firmware they ship in):
+- features: the frontend's uint16 value v becomes int8 as (v * 256 + 333) // 666 - 128, clamped
+  (ESPHome's integer form of v / 25.6 / 26 * 256 - 128; within 1 LSB of the model's own
+  26/255 input scale);
+- probability: the raw uint8 output / 255 (ESPHome averages uint8 values over 255 * window; the
+  tensor's 1/256 scale would put every probability 0.4 % lower and shift the cutoff by 1 LSB).
 
 Detection follows microWakeWord/ESPHome: a moving average of the last `window` probabilities
-must reach the cutoff; after a detection the detector is deaf for `refractory_s`
-(ESPHome clears its sliding window, which has the same effect).
+must exceed the cutoff (strictly, as ESPHome and pymicro-wakeword compare); after a detection
+the detector is deaf for `refractory_s` (ESPHome clears its sliding window, which has the same
+effect).
+
+Cross-checked (see docs/FIRMWARE_SIM.md): per invoke, these probabilities match an independent
+detector (pymicro-wakeword 2.5.0, TFLite C library) on the same audio to within a few uint8
+steps (kernel rounding), and DET points on the e2e streams are identical.
 Metrics: a positive counts as detected if a detection falls in [start, end + tolerance_s];
 every other detection is a false accept; FA/hour is over the total duration of all streams.
 """
@@ -52,6 +65,25 @@ class Stream:
         return len(self.samples) / 16000.0
 
 
+# ESPHome micro_wake_word: int8 feature = (v * VALUE_SCALE + VALUE_DIV // 2) // VALUE_DIV - 128,
+# v the frontend's uint16 output (pymicro-features hands out v * 0.0390625 = v / 25.6).
+ESPHOME_VALUE_SCALE = 256
+ESPHOME_VALUE_DIV = 666  # round(25.6 * 26.0)
+MWW_INPUT_QUANT = (26.0 / 255.0, -128)  # the input quantization every microWakeWord model declares
+
+
+def esphome_features_int8(features: np.ndarray, feature_scale: float = 1.0 / 25.6) -> np.ndarray:
+    """Float frontend features -> int8 model input, with ESPHome micro_wake_word's integer formula."""
+    v = np.round(np.asarray(features, dtype=np.float64) / feature_scale).astype(np.int64)  # exact uint16
+    q = (v * ESPHOME_VALUE_SCALE + ESPHOME_VALUE_DIV // 2) // ESPHOME_VALUE_DIV - 128
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def _is_mww_input(runner: Runner) -> bool:
+    scale, zp = runner.input_quant
+    return runner.input_dtype == np.int8 and zp == MWW_INPUT_QUANT[1] and abs(scale / MWW_INPUT_QUANT[0] - 1) < 0.01
+
+
 def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index: int = 1,
                          stride_frames: int = 3, frontend: FrontendConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """P(positive) over time: (times_s at the end of each inference, probabilities)."""
@@ -64,10 +96,19 @@ def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index:
     streaming = per_input < fcfg.num_frames  # the model consumes new frames only, keeping state
     step = per_input if streaming else stride_frames
     ends = list(range(per_input, feats.shape[0] + 1, step))
-    runner.reset()
+    esphome = streaming and _is_mww_input(runner)
+    qfeats = esphome_features_int8(feats, fcfg.feature_scale) if esphome else None
+    runner.reset()  # fresh state per stream; never reset between invokes (the state is the model's memory)
     probs = np.zeros(len(ends), dtype=np.float32)
     for k, end in enumerate(ends):
-        y = dequantize(runner.run(model_input(runner, feats[end - per_input : end])).reshape(-1), runner.output_quant)
+        if esphome:  # consecutive, non-overlapping blocks of `per_input` frames
+            raw = runner.run(qfeats[end - per_input : end].reshape(runner.input_shape)).reshape(-1)
+        else:
+            raw = runner.run(model_input(runner, feats[end - per_input : end])).reshape(-1)
+        if streaming and raw.size == 1 and raw.dtype == np.uint8:
+            probs[k] = float(raw[0]) / 255.0  # ESPHome: uint8 probability / 255
+            continue
+        y = dequantize(raw, runner.output_quant)
         probs[k] = float(y[0]) if y.size == 1 else float(softmax(y[None, :])[0, positive_index])
     offset_s = fcfg.window_ms / 1000.0
     times = np.array([(e - 1) * fcfg.step_ms / 1000.0 + offset_s for e in ends], dtype=np.float64)
@@ -81,10 +122,10 @@ def smooth(probs: np.ndarray, window: int) -> np.ndarray:
 
 
 def detect(times: np.ndarray, smoothed: np.ndarray, cutoff: float, refractory_s: float) -> np.ndarray:
-    """Detection times: the first crossing, then nothing for refractory_s."""
+    """Detection times: the first time the average exceeds the cutoff, then nothing for refractory_s."""
     out: list[float] = []
     last = -np.inf
-    for i in np.flatnonzero(smoothed >= cutoff):
+    for i in np.flatnonzero(smoothed > cutoff):
         if times[i] - last >= refractory_s:
             out.append(float(times[i]))
             last = times[i]
