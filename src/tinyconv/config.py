@@ -169,9 +169,12 @@ class ModelConfig:
     name: str = "tinyconv"
     tiny_conv_use_depthwise: bool = True
     width_multiplier: float = 0.5
+    # How many of the 4 blocks halve time and frequency (receptive field vs MACs).
+    strided_blocks: int = 1
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        _check(0 <= self.strided_blocks <= 4, f"model.strided_blocks must be in [0, 4], got {self.strided_blocks}")
         _check(self.width_multiplier > 0, f"model.width_multiplier must be > 0, got {self.width_multiplier}")
         _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -194,6 +197,12 @@ class TrainConfig:
     # Shift each clip's features by up to this many channels (vocal-tract-length-style
     # augmentation: TTS voices differ mostly in formant positions).
     freq_shift_channels: int = 10
+    # Validate and keep an exponential moving average of the weights (0 = off). Smooths the
+    # epoch-to-epoch swings of recall at 1 % FAR; float training only (QAT ignores it).
+    ema_decay: float = 0.0
+    # Loss weight of phonetically confusable negatives ("stey tiny" for "hey tiny") relative to
+    # other clips of their class: they are the false accepts that set the 1 % FAR threshold.
+    confusable_weight: float = 1.0
     early_stopping_patience: int = 8
     # Best checkpoint by this validation metric (higher is better for all of them).
     selection_metric: str = "wake_recall_at_far"
@@ -206,6 +215,8 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size must be >= 1")
         _check(self.learning_rate > 0, "train.learning_rate must be > 0")
+        _check(self.confusable_weight > 0, f"train.confusable_weight must be > 0, got {self.confusable_weight}")
+        _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.selection_metric in ("accuracy", "wake_recall_at_far", "neg_loss"),
                f"train.selection_metric must be accuracy, wake_recall_at_far or neg_loss, "
                f"got {self.selection_metric!r}")

@@ -53,3 +53,15 @@ def test_registry_errors() -> None:
 
     with pytest.raises(ValueError, match="num_classes must be >= 2"):
         create_model("tinyconv_test", num_classes=1)
+
+
+def test_strided_blocks_shrink_the_map_not_the_parameters() -> None:
+    base = build_model(ModelConfig(width_multiplier=1.0), 2)
+    strided = build_model(ModelConfig(width_multiplier=1.0, strided_blocks=3), 2)
+    assert n_params(strided) == n_params(base) == EXPECTED["tinyconv_v2"]
+    x = torch.randn(2, 98, 40)
+    assert base.forward_features(x)[-1].shape[2:] == (25, 10)
+    assert strided.forward_features(x)[-1].shape[2:] == (7, 3)
+    assert strided(x).shape == (2, 2)
+    with pytest.raises(ValueError, match="strided_blocks must be in"):
+        create_model("tinyconv", num_classes=2, strided_blocks=5)

@@ -61,7 +61,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_cfg: Config, tmp_pa
     """Kill a run with SIGKILL after its first epoch checkpoint, resume it, compare final weights."""
     epochs = "train.epochs=5"
     full, killed = tmp_path / "full", tmp_path / "killed"
-    base = ["train", *_overrides(tiny_cfg), "--set", epochs]
+    # With the weight average and confusable weighting on, so their state resumes exactly too.
+    base = ["train", *_overrides(tiny_cfg), "--set", epochs, "--set", "train.ema_decay=0.9",
+            "--set", "train.confusable_weight=2"]
     subprocess.run(_cli(*base, "--out", str(full)), check=True, capture_output=True, cwd=REPO)
     proc = subprocess.Popen(_cli(*base, "--out", str(killed)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=REPO)
@@ -78,6 +80,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_cfg: Config, tmp_pa
     assert a["epoch"] == b["epoch"] == 4
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"]["shadow"][key], b["ema"]["shadow"][key]), key
+    assert a["ema"]["updates"] == b["ema"]["updates"] > 0
     assert a["history"] == b["history"]
 
 
@@ -134,3 +138,47 @@ def test_freq_shift_moves_channels_with_edge_padding() -> None:
         s = int(row[2] - 2)  # the shift applied to this clip
         assert -2 <= s <= 2 and torch.equal(row, (torch.arange(5) + s).clamp(0, 4).float())
     assert torch.equal(freq_shift(x, torch.Generator(), 0), x)
+
+
+def test_weight_ema_warms_up_then_averages() -> None:
+    from tinyconv.trainer.loop import WeightEMA
+
+    module = torch.nn.BatchNorm1d(2)
+    ema = WeightEMA(module, decay=0.9)
+    with torch.no_grad():
+        module.weight.fill_(3.0)
+    ema.update(module)  # first update: decay min(0.9, 1/10) = 0.1
+    assert torch.allclose(ema.shadow["weight"], torch.full((2,), 0.1 * 1.0 + 0.9 * 3.0))
+    ema.updates = 10_000  # warm-up long over: decay 0.9
+    before = ema.shadow["weight"].clone()
+    ema.update(module)
+    assert torch.allclose(ema.shadow["weight"], 0.9 * before + 0.1 * 3.0)
+    assert ema.shadow["num_batches_tracked"].dtype == torch.int64  # integer buffers copied, not averaged
+    averaged = ema.averaged()
+    assert not averaged.training and torch.equal(averaged.weight.detach(), ema.shadow["weight"])
+    assert torch.equal(module.weight.detach(), torch.full((2,), 3.0))  # the trained module is untouched
+
+
+def test_confusable_weight_reweights_the_loss(tiny_cfg: Config) -> None:
+    import torch.nn.functional as F
+
+    from tinyconv.trainer.loop import Trainer
+    from tinyconv.trainer.run import load_splits
+
+    data = load_splits(tiny_cfg)
+    idx = torch.arange(len(data["train"]))
+    x, y = torch.from_numpy(data["train"].x), torch.from_numpy(data["train"].y)
+    plain = Trainer(tiny_cfg, data["train"], data["val"], tiny_cfg.train.out_dir)
+    heavy = Trainer(replace(tiny_cfg, train={"confusable_weight": 4.0}), data["train"], data["val"],
+                    tiny_cfg.train.out_dir, model=plain.module)
+    plain.module.eval()
+    with torch.no_grad():
+        base = plain.compute_loss(plain.module, x, y, idx)
+        weighted = heavy.compute_loss(plain.module, x, y, idx)
+        per = F.cross_entropy(plain.module(x), y, weight=plain.weights, reduction="none",
+                              label_smoothing=tiny_cfg.train.label_smoothing)
+    conf = torch.tensor([r.kind == "confusable" for r in data["train"].rows])
+    assert conf.any() and heavy.sample_weights is not None
+    w = torch.where(conf, 4.0, 1.0)
+    assert torch.allclose(weighted, (per * w).sum() / (plain.weights[y] * w).sum(), atol=1e-6)
+    assert not torch.allclose(weighted, base)

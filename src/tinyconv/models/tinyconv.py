@@ -64,6 +64,7 @@ class TinyConvWakeword(nn.Module):
         width_multiplier: float = 1.0,
         base_channels: int = 64,
         num_blocks: int = 4,
+        strided_blocks: int = 1,
         dropout: float = 0.1,
         num_frames: int = 98,
         num_channels: int = 40,
@@ -71,6 +72,8 @@ class TinyConvWakeword(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not 0 <= strided_blocks <= num_blocks:
+            raise ValueError(f"strided_blocks must be in [0, {num_blocks}], got {strided_blocks}")
         c = scaled_channels(base_channels, width_multiplier)
         self.num_classes = num_classes
         self.use_depthwise = use_depthwise
@@ -78,8 +81,11 @@ class TinyConvWakeword(nn.Module):
         self.input_shape = (num_frames, num_channels)
         # Stem: 10 frames x 4 channels, stride 2x2, "same"-style padding (98x40 -> 49x20).
         self.stem = ConvBNReLU(1, c, (10, 4), (2, 2), (4, 1))
-        # The first block halves time and frequency again (49x20 -> 25x10).
-        self.blocks = nn.ModuleList(_block(c, 2 if i == 0 else 1, use_depthwise) for i in range(num_blocks))
+        # The first `strided_blocks` blocks halve time and frequency again (49x20 -> 25x10 -> ...):
+        # each one doubles the receptive field growth of the blocks after it and cuts their MACs 4x.
+        self.blocks = nn.ModuleList(
+            _block(c, 2 if i < strided_blocks else 1, use_depthwise) for i in range(num_blocks)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c, num_classes)
@@ -167,5 +173,6 @@ def build_model(model_config: ModelConfig, num_classes: int, frontend: FrontendC
     if model_config.name == "tinyconv":
         kwargs["use_depthwise"] = model_config.tiny_conv_use_depthwise
         kwargs["width_multiplier"] = model_config.width_multiplier
+        kwargs["strided_blocks"] = model_config.strided_blocks
     return create_model(model_config.name, **kwargs)
 

@@ -7,6 +7,7 @@ from (seed, epoch), so a run resumed after a kill ends with the same weights as 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -85,6 +86,44 @@ def class_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
 
 
+class WeightEMA:
+    """Exponential moving average of a module's floating-point parameters and buffers.
+
+    Hand-written rather than `torch.optim.swa_utils.AveragedModel` because the average must be
+    a plain state dict: it is saved in `last.pt` for exact resume and becomes the checkpoint.
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as TensorFlow's
+    ExponentialMovingAverage with num_updates), so early epochs are not dominated by the random
+    initialization. Integer buffers (BatchNorm's `num_batches_tracked`) are copied.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.model = copy.deepcopy(module).eval()
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": self.shadow, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shadow, self.updates = state["shadow"], int(state["updates"])
+
+    def averaged(self) -> nn.Module:
+        """An eval-mode copy of the module holding the averaged weights."""
+        self.model.load_state_dict(self.shadow)
+        return self.model.eval()
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -134,6 +173,12 @@ class Trainer:
         self.y = torch.from_numpy(train.y)
         self.weights = (class_weights(train.y, len(train.labels)) if tc.class_weighting
                         else torch.ones(len(train.labels))).to(self.device)
+        self.sample_weights: torch.Tensor | None = None
+        if tc.confusable_weight != 1.0:
+            kinds = [r.kind for r in train.rows] if len(train.rows) == len(train.y) else []
+            self.sample_weights = torch.tensor(
+                [tc.confusable_weight if k == "confusable" else 1.0 for k in kinds] or [1.0] * len(train.y),
+                dtype=torch.float32, device=self.device)
         self.per_rank_batch = max(1, tc.batch_size // self.world)
         self.steps_per_epoch = max(1, (len(self.y) // self.world) // self.per_rank_batch)
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=self.learning_rate,
@@ -148,18 +193,31 @@ class Trainer:
             return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.ema = WeightEMA(self.module, tc.ema_decay) if tc.ema_decay > 0 and kind == "float" else None
+
+    @property
+    def eval_module(self) -> nn.Module:
+        """What is validated and saved as best: the weight average when EMA is on."""
+        return self.ema.averaged() if self.ema is not None else self.module
 
     # The objective; DistillationTrainer overrides this. `idx` indexes the training set.
     def compute_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         logits = model(x)
-        return F.cross_entropy(logits, y, weight=self.weights, label_smoothing=self.config.train.label_smoothing)
+        smoothing = self.config.train.label_smoothing
+        if self.sample_weights is None:
+            return F.cross_entropy(logits, y, weight=self.weights, label_smoothing=smoothing)
+        # Same weighted mean as above, with each clip's class weight times its sample weight.
+        per_clip = F.cross_entropy(logits, y, weight=self.weights, label_smoothing=smoothing, reduction="none")
+        w = self.sample_weights[idx.to(self.device)]
+        return (per_clip * w).sum() / (self.weights[y] * w).sum()
 
     def evaluate(self, fs: FeatureSet, batch_size: int = 512) -> dict[str, Any]:
-        self.module.eval()
+        module = self.eval_module
+        module.eval()
         logits = []
         with torch.no_grad():
             for i in range(0, len(fs), batch_size):
-                logits.append(self.module(torch.from_numpy(fs.x[i : i + batch_size]).to(self.device)).cpu())
+                logits.append(module(torch.from_numpy(fs.x[i : i + batch_size]).to(self.device)).cpu())
         out = torch.cat(logits)
         loss = F.cross_entropy(out, torch.from_numpy(fs.y)).item()
         report = classification_report(out.numpy(), fs.y, fs.labels, fs.positive_label,
@@ -182,6 +240,7 @@ class Trainer:
             "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
             "history": history, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "kind": self.kind,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def fit(self, resume: bool = False) -> TrainResult:
@@ -199,6 +258,10 @@ class Trainer:
             self.module.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise ValueError(f"{last} was trained without train.ema_decay; cannot resume it with EMA on")
+                self.ema.load_state_dict(state["ema"])
             start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
             bad_epochs, history = state["bad_epochs"], state["history"]
         seen, t_train = 0, 0.0
@@ -230,6 +293,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.module)
                 total_loss += loss.item()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             t_train += time.perf_counter() - t0
@@ -262,7 +327,7 @@ class Trainer:
         if "wake_word" in report:
             metrics["val_recall_at_far"] = report["wake_word"]["recall_at_target_far"]
             metrics["val_threshold_at_far"] = report["wake_word"]["threshold_at_target_far"]
-        ckpt = Checkpoint(config=self.config, labels=self.train_set.labels, state_dict=self.state_fn(self.module),
+        ckpt = Checkpoint(config=self.config, labels=self.train_set.labels, state_dict=self.state_fn(self.eval_module),
                           positive_label=self.train_set.positive_label, metrics=metrics, kind=self.kind,
                           extra=self.extra)
         save_checkpoint(ckpt, self.out_dir / BEST)
