@@ -73,7 +73,7 @@ def run_variant(name: str, config: Any, float_ckpt: Path | None, data: dict[str,
         float_ckpt = train(replace(config, train={"out_dir": str(work / f"{name}_float")}), data=data).checkpoint_path
         seconds["float_train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ptq = export_checkpoint(float_ckpt, work / f"{name}_ptq", formats="tflite")
+    ptq = export_checkpoint(float_ckpt, work / f"{name}_ptq", formats="tflite", representative=data["train"].x)
     seconds["ptq_export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     qat_cfg = replace(config, qat={"enabled": True}, train={"out_dir": str(work / f"{name}_qat")})

@@ -46,6 +46,23 @@ def throughput(name: str, x: torch.Tensor, y: torch.Tensor, width: float, steps:
     return steps * batch / (time.perf_counter() - t0)
 
 
+def recall_by_negative_kind(checkpoint: Path, config: object, target_far: float) -> dict[str, float]:
+    """Recall at `target_far` with the FAR counted over all negatives, over all but the
+    confusable near misses, and over the confusables alone (where the errors are)."""
+    import numpy as np
+
+    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.metrics import recall_at_far, softmax
+    from tinyconv.trainer.run import model_from_checkpoint, predict
+
+    fs = load_features(config.data.dataset_dir, "test", config.frontend)  # type: ignore[attr-defined]
+    p = softmax(predict(model_from_checkpoint(load_checkpoint(checkpoint)), fs.x))[:, fs.positive_index]
+    pos = fs.y == fs.positive_index
+    confusable = np.array([r.kind == "confusable" for r in fs.rows])
+    groups = {"all_negatives": ~pos, "without_confusables": ~pos & ~confusable, "confusables_only": ~pos & confusable}
+    return {k: recall_at_far(p[pos], p[m], target_far)[0] for k, m in groups.items() if m.any()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
@@ -76,6 +93,7 @@ def main() -> int:
             "threshold": wake["threshold_at_target_far"],
             "frr_at_0.5": wake["frr"],
             "far_at_0.5": wake["far"],
+            "recall_at_far_by_negatives": recall_by_negative_kind(result.checkpoint, config, wake["target_far"]),
         },
         "epochs_run": result.train.epochs_run,
         "train_clips_per_second": {f"{v}_width_{width}": round(c, 1) for v, c in tp.items()},

@@ -199,10 +199,10 @@ class TrainConfig:
     freq_shift_channels: int = 10
     # Validate and keep an exponential moving average of the weights (0 = off). Smooths the
     # epoch-to-epoch swings of recall at 1 % FAR; float training only (QAT ignores it).
-    ema_decay: float = 0.0
+    ema_decay: float = 0.99
     # Loss weight of phonetically confusable negatives ("stey tiny" for "hey tiny") relative to
     # other clips of their class: they are the false accepts that set the 1 % FAR threshold.
-    confusable_weight: float = 1.0
+    confusable_weight: float = 3.0
     early_stopping_patience: int = 8
     # Best checkpoint by this validation metric (higher is better for all of them).
     selection_metric: str = "wake_recall_at_far"
