@@ -51,11 +51,12 @@ SCALES: dict[str, dict[str, Any]] = {
     "small": dict(sizes=(240, 160, 160, 60), rirs=6, copies=1, width=0.5, epochs=12, batch=64, patience=100,
                   teacher_size="tiny", teacher_epochs=3, qat_epochs=4, negative_stream_s=600.0,
                   scale_base=(16, 10, 10, 4), scale_epochs=3, scale_factors=(1, 4, 16)),
-    # The quickstart's dataset and recipe (configs/quickstart.yaml) per word, tiny teachers, 20 min
-    # of negative stream: about an hour for two words on 2 CPU cores.
-    "medium": dict(sizes=(2400, 1800, 1800, 600), rirs=24, copies=1, width=1.0, epochs=60, batch=128, patience=12,
-                   teacher_size="tiny", teacher_epochs=1, qat_epochs=6, negative_stream_s=1200.0,
-                   stream_positives=120, stream_runtime="litert", scale_base=(40, 30, 30, 10), scale_epochs=3, scale_factors=(1, 4, 16)),
+    # The quickstart's recipe (EMA, confusable weighting, width 1.0) on half its data per word,
+    # tiny teachers, 20 min of negative stream: about an hour for two words on 2 CPU cores.
+    "medium": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=1, width=1.0, epochs=30, batch=128, patience=8,
+                   teacher_size="tiny", teacher_epochs=1, qat_epochs=4, negative_stream_s=1200.0,
+                   stream_positives=100, stream_runtime="litert",
+                   scale_base=(40, 30, 30, 10), scale_epochs=3, scale_factors=(1, 4, 16)),
     "full": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=2, width=1.0, epochs=40, batch=128, patience=10,
                  teacher_size="small", teacher_epochs=10, qat_epochs=8, negative_stream_s=3600.0,
                  scale_base=(150, 110, 110, 40), scale_epochs=5, scale_factors=(1, 4, 16)),
@@ -652,7 +653,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     L.append("```bash")
     L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale tiny    # minutes: pipeline sanity")
     L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale small   # tens of minutes")
-    L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale medium  # about an hour: the quickstart's data and recipe")
+    L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale medium  # about an hour: the quickstart recipe on half its data")
     L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale full    # hours on a CPU host")
     L.append("```")
     L.append("")
