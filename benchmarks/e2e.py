@@ -698,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         report["scale_word"] = first["wake_word"]
         report["scale_study"] = scale_study(first["wake_word"], preset, Path(report["work_dir"]), export_dir,
                                             factors, args)
+        report["command"] += "`, then `benchmarks/e2e.py " + " ".join(sys.argv[1:] if argv is None else argv)
         args.add_scale_study.write_text(json.dumps(report, indent=1, default=str) + "\n")
         args.results_md.write_text(render_markdown(report))
         log(f"added the scale study to {args.add_scale_study} and wrote {args.results_md}")
