@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "freeze_observers_epoch")},
         "target_qat_drop_points_max": TARGET_DROP_POINTS,
         "host": {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-                 "cpus": torch.get_num_threads()},
+                 "torch_threads": torch.get_num_threads()},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

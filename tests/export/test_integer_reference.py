@@ -55,3 +55,22 @@ def test_int8_mean_folds_one_over_n_into_the_multiplier() -> None:
     assert int(_int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -127
     q.view(-1)[:125] = -128  # 0.0
     assert int(_int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -128
+
+
+def test_unknown_quantized_op_is_refused_by_name() -> None:
+    """A quantized op without an int8 kernel emulation fails loudly instead of being skipped."""
+    import pytest
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers quantized_decomposed ops)
+
+    from tinyconv.models.quant import QuantizationError, integer_kernel_reference
+
+    qd = torch.ops.quantized_decomposed
+    g = torch.fx.Graph()
+    x = g.placeholder("x")
+    q = g.call_function(qd.quantize_per_tensor.default, (x, 0.1, 0, -128, 127, torch.int8))
+    dq = g.call_function(qd.dequantize_per_tensor.default, (q, 0.1, 0, -128, 127, torch.int8))
+    y = g.call_function(torch.ops.aten.sigmoid.default, (dq,))
+    q2 = g.call_function(qd.quantize_per_tensor.default, (y, 1 / 256, -128, -128, 127, torch.int8))
+    g.output(g.call_function(qd.dequantize_per_tensor.default, (q2, 1 / 256, -128, -128, 127, torch.int8)))
+    with pytest.raises(QuantizationError, match="no int8 kernel emulation for aten.sigmoid"):
+        integer_kernel_reference(torch.fx.GraphModule(torch.nn.Module(), g))

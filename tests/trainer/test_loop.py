@@ -116,6 +116,12 @@ def test_resume_refuses_a_run_of_another_kind(tiny_cfg: Config) -> None:
         train(tiny_cfg, resume=True)
 
 
+def test_resume_refuses_to_add_ema_to_a_run_without_it(tiny_cfg: Config) -> None:
+    train(replace(tiny_cfg, train={"ema_decay": 0.0}))
+    with pytest.raises(ValueError, match="was trained without train.ema_decay; cannot resume it with EMA on"):
+        train(replace(tiny_cfg, train={"ema_decay": 0.9}), resume=True)
+
+
 def test_corrupt_and_foreign_checkpoints(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")

@@ -173,12 +173,11 @@ class Trainer:
         self.y = torch.from_numpy(train.y)
         self.weights = (class_weights(train.y, len(train.labels)) if tc.class_weighting
                         else torch.ones(len(train.labels))).to(self.device)
+        # Per-clip loss weights, only when the set has confusables to weight (None: plain loss).
+        confusable = torch.tensor([r.kind == "confusable" for r in train.rows], dtype=torch.bool)
         self.sample_weights: torch.Tensor | None = None
-        if tc.confusable_weight != 1.0:
-            kinds = [r.kind for r in train.rows] if len(train.rows) == len(train.y) else []
-            self.sample_weights = torch.tensor(
-                [tc.confusable_weight if k == "confusable" else 1.0 for k in kinds] or [1.0] * len(train.y),
-                dtype=torch.float32, device=self.device)
+        if tc.confusable_weight != 1.0 and len(confusable) == len(train.y) and bool(confusable.any()):
+            self.sample_weights = torch.where(confusable, tc.confusable_weight, 1.0).to(self.device)
         self.per_rank_batch = max(1, tc.batch_size // self.world)
         self.steps_per_epoch = max(1, (len(self.y) // self.world) // self.per_rank_batch)
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=self.learning_rate,
