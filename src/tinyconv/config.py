@@ -132,6 +132,9 @@ class DataConfig:
     # Confusables closer than this (in espeak-ng phonemes) to the wake word are not generated;
     # 1 keeps one-phoneme near misses such as "pey tiny" (hard: see docs).
     confusable_min_phoneme_distance: int = 2
+    # Generated espeak-ng timbres (random formants, pitch, voicing, echo...) added to the
+    # training split only: more speakers than the ~70 shipped variants a split can hold.
+    random_voices: int = 0
     speeds_wpm: tuple[int, ...] = (120, 140, 160, 180, 200)
     pitch_range: tuple[int, int] = (25, 75)
     val_fraction: float = 0.15
@@ -152,6 +155,7 @@ class DataConfig:
                and self.val_fraction + self.test_fraction < 1,
                "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
         _check(self.num_positive > 0, "data.num_positive must be > 0")
+        _check(self.random_voices >= 0, f"data.random_voices must be >= 0, got {self.random_voices}")
         _check(self.confusable_min_phoneme_distance >= 1, "data.confusable_min_phoneme_distance must be >= 1")
         _check(len(self.pitch_range) == 2 and self.pitch_range[0] <= self.pitch_range[1],
                "data.pitch_range must be [low, high]")
@@ -171,10 +175,17 @@ class ModelConfig:
     width_multiplier: float = 0.5
     # How many of the 4 blocks halve time and frequency (receptive field vs MACs).
     strided_blocks: int = 1
+    # Time dilation of each block's 3x3 conv (one per block). Dilating the later blocks widens
+    # the receptive field over time at the same MACs and parameters.
+    time_dilations: tuple[int, ...] = (1, 1, 1, 1)
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
         _check(0 <= self.strided_blocks <= 4, f"model.strided_blocks must be in [0, 4], got {self.strided_blocks}")
+        _check(
+            len(self.time_dilations) == 4 and all(d >= 1 for d in self.time_dilations),
+            f"model.time_dilations must be 4 integers >= 1 (one per block), got {list(self.time_dilations)}",
+        )
         _check(self.width_multiplier > 0, f"model.width_multiplier must be > 0, got {self.width_multiplier}")
         _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
 

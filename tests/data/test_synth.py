@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tinyconv.config import load_config
+from tinyconv.config import replace
 from tinyconv.data.dataset import load_features
 from tinyconv.data.manifest import DatasetError, read_manifest, resolve
 from tinyconv.data.phrases import confusable_phrases, other_phrases, phonemes
-from tinyconv.data.synth import synthesize_dataset
-from tinyconv.data.tts import available_voices
+from tinyconv.data.synth import plan_utterances, synthesize_dataset
+from tinyconv.data.tts import Voice, available_voices, espeak_accents, random_voices, synthesize
 from tests.conftest import tiny_config
 
 
@@ -50,7 +50,7 @@ def test_synthesis_is_deterministic(tmp_path: Path) -> None:
         return h.hexdigest()
 
     a = synthesize_dataset(cfg, tmp_path / "a")
-    b = synthesize_dataset(load_config(None, [*(f"data.num_workers=1",)]) if False else cfg, tmp_path / "b")
+    b = synthesize_dataset(replace(cfg, data={"num_workers": 1}), tmp_path / "b")
     assert (a / "manifest.csv").read_text() == (b / "manifest.csv").read_text()
     assert digest(a) == digest(b)
 
@@ -92,3 +92,46 @@ def test_bad_clips_are_skipped_with_a_summary_or_fail_in_strict(tiny_dataset: Pa
     assert len(fs) == sum(1 for r in rows if r.split == "val") - 2
     with pytest.raises(DatasetError, match="bad clip \\(strict mode\\).*unreadable audio"):
         load_features(ds, "val", strict=True)
+
+
+def _say(voice: Voice, text: str = "hey tiny") -> np.ndarray:
+    return synthesize(text, voice, speed_wpm=160, pitch=50)
+
+
+def test_every_espeak_accent_applies_its_variant() -> None:
+    # espeak-ng speaks plain en-gb for "-v en-gb+m3" (it drops the variant without a word), which
+    # once put one en-gb timbre into train, val and test under 100 different speaker names.
+    accents = espeak_accents()
+    assert "en-gb" in accents
+    for accent in accents:
+        plain, varied = _say(Voice("espeak-ng", accent)), _say(Voice("espeak-ng", accent, "m3"))
+        assert plain.shape != varied.shape or not np.array_equal(plain, varied), accent
+
+
+def test_random_voices_are_distinct_deterministic_and_train_only(tmp_path: Path) -> None:
+    voices = random_voices(3, seed=5, folder=tmp_path / "a")
+    assert len(voices) == 3 * len(espeak_accents())
+    again = random_voices(3, seed=5, folder=tmp_path / "b")
+    variant_dir = Path("espeak-ng-data") / "voices" / "!v"
+    for name in ("tinyconv000", "tinyconv001", "tinyconv002"):
+        text = (tmp_path / "a" / variant_dir / name).read_text()
+        assert text == (tmp_path / "b" / variant_dir / name).read_text() and "formant 1 " in text
+    assert [v.variant for v in again] == [v.variant for v in voices]
+    clips = [_say(v) for v in voices if v.name == "en-us"]
+    clips.append(_say(Voice("espeak-ng", "en-us")))
+    assert len({c.tobytes() for c in clips}) == 4  # three new timbres, none the default
+
+    cfg = tiny_config(tmp_path, "data.num_positive=200")
+    plan = plan_utterances(cfg, available_voices(), voices)
+    generated = [u for u in plan if u.voice in set(voices)]
+    assert generated and {u.split for u in generated} == {"train"}
+    assert {u.split for u in plan} == {"train", "val", "test"}
+
+
+def test_random_voices_end_to_end(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "data.num_positive=8", "data.num_confusable=2", "data.num_other_speech=2",
+                      "data.num_background=1", "data.random_voices=50", "data.num_workers=1")
+    out = synthesize_dataset(cfg, tmp_path / "d")
+    rows, _ = read_manifest(out)
+    generated = [r for r in rows if "+tinyconv" in r.voice]
+    assert generated and all(r.split == "train" for r in generated)

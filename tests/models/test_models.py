@@ -65,3 +65,22 @@ def test_strided_blocks_shrink_the_map_not_the_parameters() -> None:
     assert strided(x).shape == (2, 2)
     with pytest.raises(ValueError, match="strided_blocks must be in"):
         create_model("tinyconv", num_classes=2, strided_blocks=5)
+
+
+def test_time_dilations_widen_the_receptive_field_not_the_parameters() -> None:
+    base = build_model(ModelConfig(width_multiplier=1.0), 2).eval()
+    dilated = build_model(ModelConfig(width_multiplier=1.0, time_dilations=(1, 2, 4, 4)), 2).eval()
+    assert n_params(dilated) == n_params(base)
+    dilated.load_state_dict(base.state_dict())  # same weights: only the dilation differs
+
+    def frames_seen(model: torch.nn.Module) -> int:
+        """Input frames that move the centre output of the last block (its receptive field)."""
+        x = torch.randn(1, 98, 40, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        out = model.forward_features(x)[-1]
+        out[0, :, out.shape[2] // 2, out.shape[3] // 2].sum().backward()
+        return int((x.grad.abs().sum(dim=2) > 0).sum())
+
+    assert dilated.forward_features(torch.randn(2, 98, 40))[-1].shape[2:] == (25, 10)
+    assert frames_seen(base) <= 40 and frames_seen(dilated) >= 90
+    with pytest.raises(ValueError, match="time_dilations must be 4 integers"):
+        create_model("tinyconv", num_classes=2, time_dilations=(1, 2))

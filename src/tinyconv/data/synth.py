@@ -25,7 +25,7 @@ from tinyconv.data.audio import write_wav
 from tinyconv.data.augment import augment_clip, place, simulate_rirs
 from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
 from tinyconv.data.phrases import confusable_phrases, other_phrases
-from tinyconv.data.tts import Voice, available_voices, synthesize
+from tinyconv.data.tts import Voice, available_voices, random_voices, synthesize
 
 NEGATIVE_LABEL = "_negative_"
 
@@ -106,12 +106,18 @@ def split_speakers(voices: list[Voice], cfg_seed: int, val_fraction: float, test
     return out
 
 
-def plan_utterances(config: Config, voices: list[Voice]) -> list[Utterance]:
-    """Every clean utterance to speak, with its split and voice, decided up front from the seed."""
+def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice] | None = None) -> list[Utterance]:
+    """Every clean utterance to speak, with its split and voice, decided up front from the seed.
+
+    `train_only` voices (generated timbres) join the training split only, so validation and
+    test stay on real held-out voices.
+    """
     d = config.data
     rng = np.random.default_rng([d.seed, 1])
     speaker_split = split_speakers(voices, d.seed, d.val_fraction, d.test_fraction)
-    by_split = {s: [v for v in voices if speaker_split[v.speaker] == s] for s in SPLITS}
+    extra = train_only or []
+    speaker_split.update({v.speaker: "train" for v in extra})
+    by_split = {s: [v for v in voices + extra if speaker_split[v.speaker] == s] for s in SPLITS}
     weights = np.array([1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction])
     wake = d.wake_word.strip()
     spellings = [wake, wake.lower(), wake.capitalize(), wake + "!", wake.replace(" ", ", ") + "."]
@@ -175,7 +181,8 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     out = Path(out_dir or d.dataset_dir)
     out.mkdir(parents=True, exist_ok=True)
     voices = available_voices()
-    plan = plan_utterances(config, voices)
+    extra = random_voices(d.random_voices, d.seed, out / "espeak-voices") if d.random_voices else []
+    plan = plan_utterances(config, voices, extra)
     workers = num_workers(d.num_workers)
     clean = list(parallel_map(_speak, plan, workers, "speak"))
     # RIRs and babble sources per split, so test audio never shares a room or a voice with train.

@@ -29,6 +29,8 @@ class Voice:
     engine: str  # "espeak-ng" or "flite"
     name: str  # espeak-ng voice (accent) or flite voice
     variant: str = ""  # espeak-ng variant (timbre), "" for none
+    # espeak-ng data folder that holds this variant ("" = the system's): generated voices.
+    data_path: str = ""
 
     @property
     def id(self) -> str:
@@ -41,28 +43,107 @@ class Voice:
 
 
 @lru_cache(maxsize=1)
-def espeak_accents() -> tuple[str, ...]:
-    """English accents of espeak-ng's own (gmw/en*) voices; mbrola voices need extra packages."""
+def espeak_voice_files() -> dict[str, str]:
+    """English accent -> voice file of espeak-ng's own (gmw/en*) voices (mbrola needs extra packages).
+
+    Synthesis names the file ("gmw/en"), not the accent: espeak-ng 1.51 drops the variant of
+    `-v en-gb+m3` without a word (it speaks plain en-gb), while `-v gmw/en+m3` applies it.
+    """
     if shutil.which("espeak-ng") is None:
-        return ()
+        return {}
     out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, check=True).stdout
-    accents = []
+    files: dict[str, str] = {}
     for line in out.splitlines()[1:]:
         cols = line.split()
-        if len(cols) >= 5 and cols[4].startswith("gmw/en") and cols[1] not in accents:
-            accents.append(cols[1])
-    return tuple(accents)
+        if len(cols) >= 5 and cols[4].startswith("gmw/en") and cols[1] not in files:
+            files[cols[1]] = cols[4]
+    return files
+
+
+def espeak_accents() -> tuple[str, ...]:
+    """English accents of espeak-ng's own voices, e.g. en-gb, en-us, en-gb-scotland."""
+    return tuple(espeak_voice_files())
+
+
+@lru_cache(maxsize=1)
+def espeak_data_root() -> Path | None:
+    """The system's espeak-ng-data folder (Debian's multiarch path or /usr/share)."""
+    for root in (Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data"), Path("/usr/lib/aarch64-linux-gnu/espeak-ng-data"),
+                 Path("/usr/share/espeak-ng-data")):
+        if (root / "voices" / "!v").is_dir():
+            return root
+    return None
 
 
 @lru_cache(maxsize=1)
 def espeak_variants() -> tuple[str, ...]:
     """Variant files (timbres) shipped with espeak-ng, e.g. m1..m7, f1..f5, klatt."""
-    for root in (Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data"), Path("/usr/lib/aarch64-linux-gnu/espeak-ng-data"),
-                 Path("/usr/share/espeak-ng-data")):
-        vdir = root / "voices" / "!v"
-        if vdir.is_dir():
-            return tuple(sorted(p.name for p in vdir.iterdir() if p.is_file() and " " not in p.name))
-    return ()
+    root = espeak_data_root()
+    if root is None:
+        return ()
+    vdir = root / "voices" / "!v"
+    return tuple(sorted(p.name for p in vdir.iterdir() if p.is_file() and " " not in p.name))
+
+
+def random_variant(rng: np.random.Generator, name: str) -> str:
+    """An espeak-ng variant file (see espeak-ng's docs/voices.md) with a random timbre.
+
+    Ranges span those of the variants espeak-ng ships: one vocal-tract scale for all formant
+    frequencies (+-8 % each), formant heights and widths, pitch base and range, voicing,
+    consonant strength, flutter, roughness, and sometimes echo, breath and a tone (EQ) curve.
+    The Klatt synthesizer is left to the shipped klatt variants.
+    """
+    scale = rng.uniform(0.82, 1.22)
+    lines = ["language variant", f"name {name}"]
+    for k in range(9):
+        freq = round(100 * scale * rng.uniform(0.92, 1.08))
+        lines.append(f"formant {k} {freq} {rng.integers(70, 161)} {rng.integers(70, 161)}")
+    base = int(rng.integers(60, 200))
+    lines.append(f"pitch {base} {base + int(rng.integers(20, 150))}")
+    lines.append(f"voicing {rng.integers(40, 161)}")
+    lines.append(f"consonants {rng.integers(70, 141)} {rng.integers(70, 141)}")
+    lines.append(f"flutter {rng.integers(0, 30)}")
+    lines.append(f"roughness {rng.integers(0, 5)}")
+    if rng.random() < 0.3:
+        lines.append(f"echo {rng.integers(10, 140)} {rng.integers(5, 60)}")
+    if rng.random() < 0.2:
+        lines.append("breath " + " ".join(str(v) for v in rng.integers(0, 4, 8)))
+    if rng.random() < 0.3:
+        lines.append("tone " + " ".join(f"{f} {rng.integers(50, 256)}" for f in (600, 1200, 2000, 3000)))
+    return "\n".join(lines) + "\n"
+
+
+def random_voices(count: int, seed: int, folder: Path) -> list[Voice]:
+    """`count` generated espeak-ng timbres (x every English accent), written under `folder`.
+
+    espeak-ng reads variants only from its data folder, so `folder` becomes a copy of the
+    system's made of symlinks, plus the generated files in voices/!v. Deterministic for a seed.
+    """
+    root = espeak_data_root()
+    if root is None or not espeak_accents():
+        raise TTSError("random voices need espeak-ng: apt-get install espeak-ng")
+    data = folder / "espeak-ng-data"
+    vdir = data / "voices" / "!v"
+    vdir.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.name != "voices" and not (data / entry.name).exists():
+            (data / entry.name).symlink_to(entry)
+    for entry in (root / "voices").iterdir():
+        if entry.name != "!v" and not (data / "voices" / entry.name).exists():
+            (data / "voices" / entry.name).symlink_to(entry)
+    rng = np.random.default_rng([seed, 11])
+    names = [f"tinyconv{i:03d}" for i in range(count)]
+    for name in names:
+        (vdir / name).write_text(random_variant(rng, name))
+    voices = [Voice("espeak-ng", a, n, str(folder)) for a in espeak_accents() for n in names]
+    if voices:
+        # espeak-ng silently falls back to its default timbre for a variant it cannot find.
+        probe = voices[0]
+        plain = Voice("espeak-ng", probe.name, "", probe.data_path)
+        if np.array_equal(synthesize("test", probe, speed_wpm=160, pitch=50),
+                          synthesize("test", plain, speed_wpm=160, pitch=50)):
+            raise TTSError(f"espeak-ng ignored the generated variant {probe.variant!r} in {vdir}")
+    return voices
 
 
 @lru_cache(maxsize=1)
@@ -86,8 +167,10 @@ def available_voices() -> list[Voice]:
 def synthesize(text: str, voice: Voice, *, speed_wpm: int, pitch: int, sample_rate_hz: int = 16000) -> np.ndarray:
     """Speak `text` with `voice` -> int16 mono at `sample_rate_hz`, leading/trailing silence trimmed."""
     if voice.engine == "espeak-ng":
-        name = voice.name + (f"+{voice.variant}" if voice.variant else "")
+        name = espeak_voice_files().get(voice.name, voice.name) + (f"+{voice.variant}" if voice.variant else "")
         cmd = ["espeak-ng", "-v", name, "-s", str(speed_wpm), "-p", str(pitch), "--stdout", text]
+        if voice.data_path:
+            cmd.insert(1, f"--path={voice.data_path}")
         proc = subprocess.run(cmd, capture_output=True)
         if proc.returncode != 0 or not proc.stdout:
             raise TTSError(f"espeak-ng failed for voice {name}: {proc.stderr.decode(errors='replace')[:200]}")

@@ -30,22 +30,27 @@ class ConvBNReLU(nn.Sequential):
         stride: tuple[int, int] = (1, 1),
         padding: tuple[int, int] = (0, 0),
         groups: int = 1,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__(
-            nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, groups=groups, bias=False),
+            nn.Conv2d(
+                in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(out_ch),
             nn.ReLU(inplace=False),
         )
 
 
-def _block(channels: int, stride: int, use_depthwise: bool) -> nn.Sequential:
+def _block(channels: int, stride: int, use_depthwise: bool, time_dilation: int = 1) -> nn.Sequential:
     s = (stride, stride)
+    pad = (time_dilation, 1)
+    dil = (time_dilation, 1)
     if use_depthwise:
         return nn.Sequential(
-            ConvBNReLU(channels, channels, (3, 3), s, (1, 1), groups=channels),
+            ConvBNReLU(channels, channels, (3, 3), s, pad, groups=channels, dilation=dil),
             ConvBNReLU(channels, channels, (1, 1)),
         )
-    return nn.Sequential(ConvBNReLU(channels, channels, (3, 3), s, (1, 1)))
+    return nn.Sequential(ConvBNReLU(channels, channels, (3, 3), s, pad, dilation=dil))
 
 
 def scaled_channels(base: int, width_multiplier: float) -> int:
@@ -65,6 +70,7 @@ class TinyConvWakeword(nn.Module):
         base_channels: int = 64,
         num_blocks: int = 4,
         strided_blocks: int = 1,
+        time_dilations: tuple[int, ...] | None = None,
         dropout: float = 0.1,
         num_frames: int = 98,
         num_channels: int = 40,
@@ -74,6 +80,9 @@ class TinyConvWakeword(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if not 0 <= strided_blocks <= num_blocks:
             raise ValueError(f"strided_blocks must be in [0, {num_blocks}], got {strided_blocks}")
+        dilations = tuple(time_dilations) if time_dilations else (1,) * num_blocks
+        if len(dilations) != num_blocks or min(dilations) < 1:
+            raise ValueError(f"time_dilations must be {num_blocks} integers >= 1, got {dilations}")
         c = scaled_channels(base_channels, width_multiplier)
         self.num_classes = num_classes
         self.use_depthwise = use_depthwise
@@ -84,7 +93,7 @@ class TinyConvWakeword(nn.Module):
         # The first `strided_blocks` blocks halve time and frequency again (49x20 -> 25x10 -> ...):
         # each one doubles the receptive field growth of the blocks after it and cuts their MACs 4x.
         self.blocks = nn.ModuleList(
-            _block(c, 2 if i < strided_blocks else 1, use_depthwise) for i in range(num_blocks)
+            _block(c, 2 if i < strided_blocks else 1, use_depthwise, dilations[i]) for i in range(num_blocks)
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
@@ -174,5 +183,6 @@ def build_model(model_config: ModelConfig, num_classes: int, frontend: FrontendC
         kwargs["use_depthwise"] = model_config.tiny_conv_use_depthwise
         kwargs["width_multiplier"] = model_config.width_multiplier
         kwargs["strided_blocks"] = model_config.strided_blocks
+        kwargs["time_dilations"] = model_config.time_dilations
     return create_model(model_config.name, **kwargs)
 
