@@ -10,7 +10,7 @@ import soundfile as sf
 from tinyconv.config import replace
 from tinyconv.data.dataset import load_features
 from tinyconv.data.manifest import DatasetError, read_manifest, resolve
-from tinyconv.data.phrases import confusable_phrases, other_phrases, phonemes
+from tinyconv.data.phrases import confusable_phrases, other_phrases, phonemes, phonemes_of
 from tinyconv.data.synth import plan_utterances, synthesize_dataset
 from tinyconv.data.tts import Voice, available_voices, espeak_accents, random_voices, synthesize
 from tests.conftest import tiny_config
@@ -135,3 +135,13 @@ def test_random_voices_end_to_end(tmp_path: Path) -> None:
     rows, _ = read_manifest(out)
     generated = [r for r in rows if "+tinyconv" in r.voice]
     assert generated and all(r.split == "train" for r in generated)
+
+
+def test_confusables_keep_their_distance_from_every_accents_wake_word() -> None:
+    # en-GB-x-gbcwmd says "hey tiny" without the h ('eI t'aIni): "tiny" and "ey tiny" are one
+    # phoneme from that positive, so at distance 2 they are not negatives; with en-us alone they are.
+    every_accent = confusable_phrases("hey tiny", 2)
+    us_only = confusable_phrases("hey tiny", 2, accents=["en-us"])
+    assert {"tiny", "ey tiny"} <= set(us_only) - set(every_accent)
+    assert "key tiny" in every_accent and "hey briny" in every_accent
+    assert phonemes_of(["hey tiny", "key tiny"], "gmw/en-GB-x-gbcwmd") == ["eItaIni", "ki:taIni"]

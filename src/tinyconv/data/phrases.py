@@ -81,14 +81,29 @@ def phoneme_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def confusable_phrases(wake_word: str, min_phoneme_distance: int = 1) -> list[str]:
+def phonemes_of(texts: list[str], voice: str) -> list[str]:
+    """`phonemes` of many texts with one espeak-ng call (one line per text)."""
+    if not texts or shutil.which("espeak-ng") is None:
+        return [""] * len(texts)
+    stdin = "".join(f"{t}.\n" for t in texts)
+    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice], input=stdin, capture_output=True, text=True).stdout
+    lines = [re.sub(r"[\s',_]", "", line) for line in out.splitlines() if line.strip()]
+    return lines if len(lines) == len(texts) else [phonemes(t, voice) for t in texts]
+
+
+def confusable_phrases(wake_word: str, min_phoneme_distance: int = 1, accents: list[str] | None = None) -> list[str]:
     """Phrases that sound like the wake word but are not it, sorted for determinism.
 
     A spelling that TTS pronounces exactly like the wake word ("hay tiny") is a positive in
     disguise, so phrases at phoneme distance 0 are always dropped. Distance-1 near misses
     ("pey tiny", "hey thiny") differ by one weak consonant; keeping them is a choice
-    (`data.confusable_min_phoneme_distance`).
+    (`data.confusable_min_phoneme_distance`). The distance is the smallest between the phrase
+    and the wake word as any two of the `accents` (espeak-ng voices; default: the English ones
+    synthesis uses) pronounce them: en-GB-x-gbcwmd drops the h of "hey tiny", which puts
+    "tiny" and "ey tiny" one phoneme from a real positive.
     """
+    from tinyconv.data.tts import espeak_voice_files
+
     words = wake_word.lower().split()
     phrases: set[str] = set()
     for i, word in enumerate(words):
@@ -99,13 +114,17 @@ def confusable_phrases(wake_word: str, min_phoneme_distance: int = 1) -> list[st
     for extra in ("okay", "say", "the", "my", "hey"):
         for word in words:
             phrases.add(f"{extra} {word}")
-    target = phonemes(wake_word)
+    candidates = sorted(p for p in phrases if not _contains(p, words) and p != wake_word.lower())
+    voices = accents if accents is not None else (list(espeak_voice_files().values()) or ["en-us"])
+    targets = {t for v in voices for t in phonemes_of([wake_word], v) if t}
+    if not targets:
+        return candidates
+    spoken = [phonemes_of(candidates, v) for v in voices]
     floor = max(1, min_phoneme_distance)
-    return sorted(
-        p for p in phrases
-        if not _contains(p, words) and p != wake_word.lower()
-        and (not target or phoneme_distance(phonemes(p), target) >= floor)
-    )
+    return [
+        p for i, p in enumerate(candidates)
+        if min(phoneme_distance(said[i], t) for said in spoken for t in targets) >= floor
+    ]
 
 
 def other_phrases(wake_word: str, count: int, rng: np.random.Generator) -> list[str]:
