@@ -88,61 +88,77 @@ def espeak_variants() -> tuple[str, ...]:
 def random_variant(rng: np.random.Generator, name: str) -> str:
     """An espeak-ng variant file (see espeak-ng's docs/voices.md) with a random timbre.
 
-    Ranges span those of the variants espeak-ng ships: one vocal-tract scale for all formant
-    frequencies (+-8 % each), formant heights and widths, pitch base and range, voicing,
-    consonant strength, flutter, roughness, and sometimes echo, breath and a tone (EQ) curve.
-    The Klatt synthesizer is left to the shipped klatt variants.
+    Every parameter is drawn independently within the span of the ~100 variants espeak-ng
+    ships: one vocal-tract scale for all formant frequencies (+-15 % each), formant heights and
+    widths, pitch base and range, voicing, consonant strength, flutter, roughness, and sometimes
+    echo, breath, a tone (EQ) curve and a Klatt synthesizer model.
     """
-    scale = rng.uniform(0.82, 1.22)
+    scale = rng.uniform(0.8, 1.25)
     lines = ["language variant", f"name {name}"]
+    if rng.random() < 0.25:
+        lines.append(f"klatt {rng.integers(1, 7)}")
     for k in range(9):
-        freq = round(100 * scale * rng.uniform(0.92, 1.08))
-        lines.append(f"formant {k} {freq} {rng.integers(70, 161)} {rng.integers(70, 161)}")
-    base = int(rng.integers(60, 200))
-    lines.append(f"pitch {base} {base + int(rng.integers(20, 150))}")
-    lines.append(f"voicing {rng.integers(40, 161)}")
-    lines.append(f"consonants {rng.integers(70, 141)} {rng.integers(70, 141)}")
-    lines.append(f"flutter {rng.integers(0, 30)}")
-    lines.append(f"roughness {rng.integers(0, 5)}")
-    if rng.random() < 0.3:
-        lines.append(f"echo {rng.integers(10, 140)} {rng.integers(5, 60)}")
+        freq = round(100 * scale * rng.uniform(0.85, 1.15))
+        lines.append(f"formant {k} {freq} {rng.integers(40, 201)} {rng.integers(40, 201)}")
+    base = int(rng.integers(60, 220))
+    lines.append(f"pitch {base} {base + int(rng.integers(10, 160))}")
+    lines.append(f"voicing {rng.integers(25, 231)}")
+    lines.append(f"consonants {rng.integers(30, 201)} {rng.integers(30, 201)}")
+    lines.append(f"flutter {rng.integers(0, 25)}")
+    lines.append(f"roughness {rng.integers(0, 6)}")
+    if rng.random() < 0.4:
+        lines.append(f"echo {rng.integers(10, 200)} {rng.integers(10, 100)}")
     if rng.random() < 0.2:
         lines.append("breath " + " ".join(str(v) for v in rng.integers(0, 4, 8)))
-    if rng.random() < 0.3:
-        lines.append("tone " + " ".join(f"{f} {rng.integers(50, 256)}" for f in (600, 1200, 2000, 3000)))
+    if rng.random() < 0.4:
+        freqs = sorted(rng.choice(np.arange(300, 5000, 100), 4, replace=False))
+        lines.append("tone " + " ".join(f"{f} {rng.integers(30, 256)}" for f in freqs))
     return "\n".join(lines) + "\n"
+
+
+# espeak-ng lists at most 349 voice files (N_VOICES_LIST) and fails past that, so each generated
+# data folder holds only the English language files and at most this many variants.
+_VARIANTS_PER_FOLDER = 256
+
+
+def _espeak_data_folder(folder: Path, root: Path, variants: dict[str, str]) -> None:
+    """`folder`/espeak-ng-data: symlinks to the system's data, English voices only, + `variants`."""
+    data = folder / "espeak-ng-data"
+    (data / "voices" / "!v").mkdir(parents=True, exist_ok=True)
+    (data / "lang").mkdir(exist_ok=True)
+    links = [(e, data / e.name) for e in root.iterdir() if e.name not in ("voices", "lang")]
+    links += [(e, data / "lang" / e.name) for e in (root / "lang").iterdir() if e.name == "gmw"]
+    for target, link in links:
+        if not link.exists():
+            link.symlink_to(target)
+    for name, text in variants.items():
+        (data / "voices" / "!v" / name).write_text(text)
 
 
 def random_voices(count: int, seed: int, folder: Path) -> list[Voice]:
     """`count` generated espeak-ng timbres (x every English accent), written under `folder`.
 
-    espeak-ng reads variants only from its data folder, so `folder` becomes a copy of the
-    system's made of symlinks, plus the generated files in voices/!v. Deterministic for a seed.
+    espeak-ng reads variants only from its data folder, so each generated folder is a copy of
+    the system's made of symlinks plus the generated files in voices/!v. Deterministic for a seed.
     """
     root = espeak_data_root()
     if root is None or not espeak_accents():
         raise TTSError("random voices need espeak-ng: apt-get install espeak-ng")
-    data = folder / "espeak-ng-data"
-    vdir = data / "voices" / "!v"
-    vdir.mkdir(parents=True, exist_ok=True)
-    for entry in root.iterdir():
-        if entry.name != "voices" and not (data / entry.name).exists():
-            (data / entry.name).symlink_to(entry)
-    for entry in (root / "voices").iterdir():
-        if entry.name != "!v" and not (data / "voices" / entry.name).exists():
-            (data / "voices" / entry.name).symlink_to(entry)
     rng = np.random.default_rng([seed, 11])
     names = [f"tinyconv{i:03d}" for i in range(count)]
-    for name in names:
-        (vdir / name).write_text(random_variant(rng, name))
-    voices = [Voice("espeak-ng", a, n, str(folder)) for a in espeak_accents() for n in names]
-    if voices:
-        # espeak-ng silently falls back to its default timbre for a variant it cannot find.
-        probe = voices[0]
+    texts = {name: random_variant(rng, name) for name in names}
+    voices = []
+    for start in range(0, count, _VARIANTS_PER_FOLDER):
+        chunk = names[start : start + _VARIANTS_PER_FOLDER]
+        sub = folder / f"set{start // _VARIANTS_PER_FOLDER}"
+        _espeak_data_folder(sub, root, {n: texts[n] for n in chunk})
+        voices += [Voice("espeak-ng", a, n, str(sub)) for a in espeak_accents() for n in chunk]
+    # espeak-ng silently falls back to its default timbre for a variant it cannot find.
+    for probe in (voices[0], voices[-1]) if voices else ():
         plain = Voice("espeak-ng", probe.name, "", probe.data_path)
         if np.array_equal(synthesize("test", probe, speed_wpm=160, pitch=50),
                           synthesize("test", plain, speed_wpm=160, pitch=50)):
-            raise TTSError(f"espeak-ng ignored the generated variant {probe.variant!r} in {vdir}")
+            raise TTSError(f"espeak-ng ignored the generated variant {probe.variant!r} in {probe.data_path}")
     return voices
 
 
