@@ -106,7 +106,7 @@ def test_qat_export_keeps_learned_ranges(qat_export) -> None:  # type: ignore[no
 
 
 def test_time_dilated_model_exports_bit_exact(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Dilated 3x3 convs (model.time_dilations) convert to dilated TFLite convs: the export's
+    """Dilated 3x3 convs (model.time_dilations), PTQ and QAT, convert to dilated TFLite convs: the export's
     self-check runs TFLite Micro against the integer reference of the dilated PyTorch graph, so
     a converter that dropped the dilation would fail it by many LSB."""
     import dataclasses
@@ -116,12 +116,17 @@ def test_time_dilated_model_exports_bit_exact(trained, tmp_path) -> None:  # typ
     from tinyconv.checkpoint import save_checkpoint
     from tinyconv.config import ModelConfig
 
+    from tinyconv.trainer.qat import qat_finetune
+
     model = ModelConfig(name="tinyconv", width_multiplier=0.125, time_dilations=(1, 2, 4, 4))
     config = dataclasses.replace(tiny_config(), model=model)
-    save_checkpoint(train_float(config, trained.train_x[:256], trained.train_y[:256], epochs=2), tmp_path / "d.pt")
-    result = export_checkpoint(tmp_path / "d.pt", tmp_path / "exp", formats="tflite",
-                               representative=trained.train_x[:128])
-    assert result.self_check["tflm_vs_torch_max_lsb"] <= 1
-    info = inspect_tflite(result.files["model_int8.tflite"].read_bytes())
-    assert info.op_names.count("DEPTHWISE_CONV_2D") == 5  # stem + 4 blocks: no ops added for the dilation
-    assert not [op for op in info.ops if op.name in FORBIDDEN_OPS]
+    x, y = trained.train_x[:256], trained.train_y[:256]
+    float_ckpt = train_float(config, x, y, epochs=2)
+    save_checkpoint(float_ckpt, tmp_path / "d.pt")
+    save_checkpoint(qat_finetune(float_ckpt, x, y, trained.test_x[:64], trained.test_y[:64], config), tmp_path / "q.pt")
+    for name, kwargs in (("d.pt", {"representative": trained.train_x[:128]}), ("q.pt", {})):
+        result = export_checkpoint(tmp_path / name, tmp_path / f"exp_{name}", formats="tflite", **kwargs)
+        assert result.self_check["tflm_vs_torch_max_lsb"] <= 1
+        info = inspect_tflite(result.files["model_int8.tflite"].read_bytes())
+        assert info.op_names.count("DEPTHWISE_CONV_2D") == 5  # stem + 4 blocks: no ops added for the dilation
+        assert not [op for op in info.ops if op.name in FORBIDDEN_OPS]
