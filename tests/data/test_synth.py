@@ -155,3 +155,13 @@ def test_hundreds_of_random_voices_stay_under_espeaks_voice_list_limit(tmp_path:
     last = voices[-1]
     assert last.variant == "tinyconv299" and Path(last.data_path).name == "set1"
     assert not np.array_equal(_say(last), _say(Voice("espeak-ng", last.name)))
+
+
+def test_a_variant_espeak_cannot_find_is_an_error_not_the_default_voice(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # With the generated variant files missing, espeak-ng would speak its default timbre.
+    from tinyconv.data import tts
+
+    real = tts._espeak_data_folder
+    monkeypatch.setattr(tts, "_espeak_data_folder", lambda folder, root, variants: real(folder, root, {}))
+    with pytest.raises(tts.TTSError, match="espeak-ng ignored the generated variant 'tinyconv000'"):
+        random_voices(2, seed=0, folder=tmp_path)
