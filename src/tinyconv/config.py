@@ -135,6 +135,11 @@ class DataConfig:
     # Generated espeak-ng timbres (random formants, pitch, voicing, echo...) added to the
     # training split only: more speakers than the ~70 shipped variants a split can hold.
     random_voices: int = 0
+    # Wake words and near misses longer than this fraction of the clip window are spoken again
+    # faster until they fit (some espeak-ng variants stretch stressed syllables: "hey tiny" lasts
+    # 1.7 s at 120 wpm in "Marco", and a 1 s window would keep only "...ey tiny" under the
+    # wake-word label). 0 = off.
+    max_phrase_fraction: float = 0.9
     speeds_wpm: tuple[int, ...] = (120, 140, 160, 180, 200)
     pitch_range: tuple[int, int] = (25, 75)
     val_fraction: float = 0.15
@@ -155,6 +160,8 @@ class DataConfig:
                and self.val_fraction + self.test_fraction < 1,
                "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
         _check(self.num_positive > 0, "data.num_positive must be > 0")
+        _check(0.0 <= self.max_phrase_fraction <= 1.0,
+               f"data.max_phrase_fraction must be in [0, 1], got {self.max_phrase_fraction}")
         _check(self.random_voices >= 0, f"data.random_voices must be >= 0, got {self.random_voices}")
         _check(self.confusable_min_phoneme_distance >= 1, "data.confusable_min_phoneme_distance must be >= 1")
         _check(len(self.pitch_range) == 2 and self.pitch_range[0] <= self.pitch_range[1],

@@ -11,7 +11,7 @@ from tinyconv.config import replace
 from tinyconv.data.dataset import load_features
 from tinyconv.data.manifest import DatasetError, read_manifest, resolve
 from tinyconv.data.phrases import confusable_phrases, other_phrases, phonemes, phonemes_of
-from tinyconv.data.synth import plan_utterances, synthesize_dataset
+from tinyconv.data.synth import MAX_WPM, phrase_fit_counts, plan_utterances, speak_to_fit, synthesize_dataset
 from tinyconv.data.tts import Voice, available_voices, espeak_accents, random_voices, synthesize
 from tests.conftest import tiny_config
 
@@ -165,3 +165,43 @@ def test_a_variant_espeak_cannot_find_is_an_error_not_the_default_voice(tmp_path
     monkeypatch.setattr(tts, "_espeak_data_folder", lambda folder, root, variants: real(folder, root, {}))
     with pytest.raises(tts.TTSError, match="espeak-ng ignored the generated variant 'tinyconv000'"):
         random_voices(2, seed=0, folder=tmp_path)
+
+
+def test_a_slow_stretched_wake_word_is_spoken_faster_until_it_fits_the_window() -> None:
+    # espeak-ng's "Marco" variant lengthens stressed syllables: at 120 wpm "hey tiny" outlasts the
+    # 1 s window, which would keep only "...ey tiny" under the wake-word label.
+    voice = Voice("espeak-ng", "en-us", "Marco")
+    slow = synthesize("hey tiny", voice, speed_wpm=120, pitch=50)
+    assert len(slow) > 16000
+    fit = speak_to_fit("hey tiny", voice, speed_wpm=120, pitch=50, max_samples=14400)
+    assert len(fit.audio) <= 14400 and 120 < fit.speed_wpm <= MAX_WPM
+    # Already short enough: spoken once, at the planned rate.
+    same = speak_to_fit("hey tiny", Voice("espeak-ng", "en-us"), speed_wpm=160, pitch=50, max_samples=14400)
+    assert same.speed_wpm == 160
+    assert np.array_equal(same.audio, synthesize("hey tiny", Voice("espeak-ng", "en-us"), speed_wpm=160, pitch=50))
+
+
+def test_only_wake_words_and_near_misses_are_fitted_and_the_manifest_says_which(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "data.num_positive=12", "data.num_confusable=6", "data.num_other_speech=6",
+                      "data.num_background=1", "data.num_workers=1", "data.speeds_wpm=[120]")
+    plan = plan_utterances(cfg, available_voices())
+    assert {u.max_samples for u in plan if u.kind in ("positive", "confusable")} == {14400}
+    assert {u.max_samples for u in plan if u.kind in ("speech", "background")} == {0}
+    # A limit no phrase can meet: every wake word / near miss is spoken at the fastest rate,
+    # marked too_long in the manifest, and the run warns instead of failing.
+    with pytest.warns(UserWarning, match=r"longer than 20% of the 1000 ms window even at 450 wpm"):
+        out = synthesize_dataset(replace(cfg, data={"max_phrase_fraction": 0.2}), tmp_path / "d")
+    rows, _ = read_manifest(out)
+    fitted = [r for r in rows if r.kind in ("positive", "confusable")]
+    assert all("wpm=" in r.aug for r in fitted), [r.aug for r in fitted]
+    too_long = [r for r in fitted if "too_long=1" in r.aug]
+    assert too_long and all(f"wpm={MAX_WPM}" in r.aug for r in too_long)
+    assert not any("wpm=" in r.aug for r in rows if r.kind == "speech")
+    assert phrase_fit_counts(rows) == {"faster": len(fitted), "too_long": len(too_long)}
+
+
+def test_max_phrase_fraction_is_validated() -> None:
+    from tinyconv.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.max_phrase_fraction must be in"):
+        load_config(None, ["data.max_phrase_fraction=1.5"])

@@ -17,7 +17,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from tinyconv.config import replace
     from tinyconv.data.manifest import read_manifest
-    from tinyconv.data.synth import split_counts, synthesize_dataset
+    from tinyconv.data.synth import phrase_fit_counts, split_counts, synthesize_dataset
 
     config = load_config(args.config, args.overrides)
     changes = {"dataset_dir": args.out}
@@ -32,6 +32,10 @@ def _synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} clips to {out} in {time.perf_counter() - t0:.1f} s; labels {info.labels}")
     for split, counts in split_counts(rows).items():
         print(f"  {split:5s} " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    fit = phrase_fit_counts(rows)
+    if fit["faster"] or fit["too_long"]:
+        print(f"  {fit['faster']} wake-word / near-miss clips spoken faster to fit the window"
+              + (f", {fit['too_long']} still too long (cropped)" if fit["too_long"] else ""))
     return 0
 
 

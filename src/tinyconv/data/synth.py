@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,8 +43,18 @@ class Utterance:
     voice: Voice | None
     speed_wpm: int
     pitch: int
+    # Spoken again faster while longer than this many samples (0 = any length).
+    max_samples: int = 0
 
 
+@dataclass(frozen=True)
+class Spoken:
+    audio: np.ndarray  # int16, silence trimmed
+    speed_wpm: int  # the rate it was finally spoken at
+
+
+# espeak-ng's fastest rate; flite's duration stretch has no limit but needs none faster.
+MAX_WPM = 450
 def num_workers(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
@@ -126,6 +137,7 @@ def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice]
     texts += [(confusables[i % len(confusables)], "confusable") for i in range(d.num_confusable)]
     texts += [(t, "speech") for t in other_phrases(wake, d.num_other_speech, rng)]
     texts += [("", "background")] * d.num_background
+    max_samples = int(d.max_phrase_fraction * config.frontend.clip_samples)
     plan = []
     for index, (text, kind) in enumerate(texts):
         split = str(rng.choice(SPLITS, p=weights))
@@ -133,14 +145,32 @@ def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice]
         voice = pool[int(rng.integers(len(pool)))] if kind != "background" else None
         speed = int(rng.choice(d.speeds_wpm))
         pitch = int(rng.integers(d.pitch_range[0], d.pitch_range[1] + 1))
-        plan.append(Utterance(index, text, kind, split, voice, speed, pitch))
+        plan.append(Utterance(index, text, kind, split, voice, speed, pitch,
+                              max_samples if kind in ("positive", "confusable") else 0))
     return plan
 
 
-def _speak(u: Utterance) -> np.ndarray:
+def speak_to_fit(text: str, voice: Voice, *, speed_wpm: int, pitch: int, max_samples: int = 0,
+                 attempts: int = 4) -> Spoken:
+    """Speak `text`; while it lasts longer than `max_samples`, speak it again faster.
+
+    Duration is not inversely proportional to the rate (stress lengthening adds fixed time), so
+    the rate grows by the measured overshoot, 5 % more, a few times. What still does not fit
+    after `attempts` (or at MAX_WPM) is returned as is; the window crops it later.
+    """
+    audio = synthesize(text, voice, speed_wpm=speed_wpm, pitch=pitch)
+    for _ in range(attempts):
+        if not max_samples or len(audio) <= max_samples or speed_wpm >= MAX_WPM:
+            break
+        speed_wpm = min(MAX_WPM, int(np.ceil(speed_wpm * 1.05 * len(audio) / max_samples)))
+        audio = synthesize(text, voice, speed_wpm=speed_wpm, pitch=pitch)
+    return Spoken(audio, speed_wpm)
+
+
+def _speak(u: Utterance) -> Spoken:
     if u.voice is None:
-        return np.zeros(0, dtype=np.int16)
-    return synthesize(u.text, u.voice, speed_wpm=u.speed_wpm, pitch=u.pitch)
+        return Spoken(np.zeros(0, dtype=np.int16), u.speed_wpm)
+    return speak_to_fit(u.text, u.voice, speed_wpm=u.speed_wpm, pitch=u.pitch, max_samples=u.max_samples)
 
 
 # Shared with forked workers (read-only): set before the pool starts.
@@ -154,7 +184,8 @@ def _augment(job: tuple[int, int]) -> Row:
     u: Utterance = st["plan"][index]
     rng = np.random.default_rng([config.data.seed, 2, index, copy])
     n = config.frontend.clip_samples
-    clean = st["clean"][index]
+    spoken: Spoken = st["spoken"][index]
+    clean = spoken.audio
     shift = config.frontend.sample_rate_hz * config.augment.max_shift_ms // 1000
     # Negatives end where positives end as often as not: otherwise "speech that ends at the end
     # of the window" is itself a cue, the model learns it, and end-aligned near misses pass.
@@ -168,6 +199,10 @@ def _augment(job: tuple[int, int]) -> Row:
         if aug_cfg.noise_probability == 0.0:  # near-silence: a little dither
             placed = rng.normal(0, 3.0, n).astype(np.float32)
     samples, info = augment_clip(placed, rng, aug_cfg, st["rirs"][u.split], st["babble"][u.split])
+    if spoken.speed_wpm != u.speed_wpm:
+        info = {"wpm": spoken.speed_wpm, **info}  # spoken again faster to fit the window
+    if u.max_samples and len(clean) > u.max_samples:
+        info = {"too_long": 1, **info}
     label = st["positive_label"] if u.kind == "positive" else NEGATIVE_LABEL
     rel = f"{u.split}/{u.kind}/{index:06d}_{copy}.wav"
     write_wav(Path(st["out"]) / rel, samples, config.frontend.sample_rate_hz)
@@ -184,15 +219,16 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     extra = random_voices(d.random_voices, d.seed, out / "espeak-voices") if d.random_voices else []
     plan = plan_utterances(config, voices, extra)
     workers = num_workers(d.num_workers)
-    clean = list(parallel_map(_speak, plan, workers, "speak"))
+    spoken = list(parallel_map(_speak, plan, workers, "speak"))
     # RIRs and babble sources per split, so test audio never shares a room or a voice with train.
     rirs = {
         s: simulate_rirs(max(1, config.augment.num_room_impulse_responses // 3), config.frontend.sample_rate_hz,
                          seed=d.seed * 10 + i)
         for i, s in enumerate(SPLITS)
     }
-    babble = {s: [c for u, c in zip(plan, clean) if u.split == s and u.kind == "speech" and len(c)] for s in SPLITS}
-    state = dict(config=config, plan=plan, clean=clean, rirs=rirs, babble=babble, out=str(out),
+    babble = {s: [c.audio for u, c in zip(plan, spoken) if u.split == s and u.kind == "speech" and len(c.audio)]
+              for s in SPLITS}
+    state = dict(config=config, plan=plan, spoken=spoken, rirs=rirs, babble=babble, out=str(out),
                  positive_label=d.wake_word_label)
     jobs = [(u.index, c) for u in plan for c in range(config.augment.copies_per_clip)]
     try:
@@ -202,7 +238,20 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label],
                                           positive_label=d.wake_word_label))
     save_config(config, out / "config.yaml")
+    too_long = sum("too_long=" in r.aug for r in rows)
+    if too_long:
+        warnings.warn(f"{too_long} wake-word / near-miss clips last longer than {d.max_phrase_fraction:.0%} of the "
+                      f"{config.frontend.clip_duration_ms} ms window even at {MAX_WPM} wpm and are cropped: use a "
+                      f"shorter wake word or a longer frontend.clip_duration_ms", stacklevel=2)
     return out
+
+
+def phrase_fit_counts(rows: Iterable[Row]) -> dict[str, int]:
+    """How many wake-word / near-miss clips were spoken faster to fit the window, and how many
+    still did not fit (from the manifest's aug column)."""
+    rows = list(rows)
+    return {"faster": sum(r.aug.startswith("wpm=") or ";wpm=" in r.aug for r in rows),
+            "too_long": sum("too_long=" in r.aug for r in rows)}
 
 
 def split_counts(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
