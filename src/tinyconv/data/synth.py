@@ -53,8 +53,10 @@ class Spoken:
     speed_wpm: int  # the rate it was finally spoken at
 
 
-# espeak-ng's fastest rate; flite's duration stretch has no limit but needs none faster.
+# The fastest rate speak_to_fit tries (espeak-ng's maximum; flite gets the same cap).
 MAX_WPM = 450
+
+
 def num_workers(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
@@ -238,7 +240,7 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label],
                                           positive_label=d.wake_word_label))
     save_config(config, out / "config.yaml")
-    too_long = sum("too_long=" in r.aug for r in rows)
+    too_long = phrase_fit_counts(rows)["too_long"]
     if too_long:
         warnings.warn(f"{too_long} wake-word / near-miss clips last longer than {d.max_phrase_fraction:.0%} of the "
                       f"{config.frontend.clip_duration_ms} ms window even at {MAX_WPM} wpm and are cropped: use a "
@@ -249,9 +251,8 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
 def phrase_fit_counts(rows: Iterable[Row]) -> dict[str, int]:
     """How many wake-word / near-miss clips were spoken faster to fit the window, and how many
     still did not fit (from the manifest's aug column)."""
-    rows = list(rows)
-    return {"faster": sum(r.aug.startswith("wpm=") or ";wpm=" in r.aug for r in rows),
-            "too_long": sum("too_long=" in r.aug for r in rows)}
+    keys = [{kv.split("=", 1)[0] for kv in r.aug.split(";")} for r in rows]
+    return {"faster": sum("wpm" in k for k in keys), "too_long": sum("too_long" in k for k in keys)}
 
 
 def split_counts(rows: Iterable[Row]) -> dict[str, dict[str, int]]:

@@ -165,7 +165,7 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = (model or build_model(config.model, len(train.labels), config.frontend)).to(self.device)
         if self.device.type == "cpu":
-            # oneDNN's depthwise and dilated convolutions run 1.4-1.5x faster per training step in
+            # oneDNN's depthwise and dilated convolutions run 1.3-1.5x faster per training step in
             # NHWC (benchmarks/bench_quickstart.py measures it); the math and the saved weights'
             # values are the same, and checkpoints load into contiguous models as before.
             self.model = self.model.to(memory_format=torch.channels_last)
