@@ -5,7 +5,7 @@ compare test recall at 1 % FAR (all negatives / without near misses / near misse
         --variant base: --variant nodil:model.time_dilations=[1,1,1,1] [--parallel 2]
 
 Each variant is `name:key=value,key=value` (config overrides on top of --config). Runs go to
-runs/ablate/NAME; with --parallel N, N trainings run at once on one thread each. Writes
+runs/ablate/NAME (`--evaluate-only` evaluates those again without training); with --parallel N, N trainings run at once on one thread each. Writes
 benchmarks/results/ablate_quickstart.json (one row per variant, merged with earlier rows).
 These are single runs: on the 1,489-clip test split, differences of ~3-5 points are noise
 (the 1 % FAR threshold is set by the 10th highest of ~940 negatives).
@@ -50,10 +50,13 @@ def train(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
-    ap.add_argument("--dataset", required=True, help="an existing dataset folder (e.g. from bench_quickstart)")
+    ap.add_argument("--dataset", help="an existing dataset folder (e.g. from bench_quickstart); "
+                                       "not needed with --evaluate-only")
     ap.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value")
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "ablate_quickstart.json"))
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="do not train: evaluate the variants' existing runs/ablate/NAME checkpoints again")
     args = ap.parse_args()
     variants = dict(parse_variant(v) for v in args.variant)
 
@@ -62,11 +65,19 @@ def main() -> int:
     from bench_quickstart import recall_by_negative_kind
     from tinyconv.config import load_config
 
-    with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-        runs = dict(zip(variants, pool.map(lambda kv: train(kv[0], kv[1], args), variants.items())))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     path = Path(args.results)
     rows = json.loads(path.read_text()) if path.exists() else {}
+    if args.evaluate_only:
+        missing = [n for n in variants if n not in rows or not (REPO / "runs" / "ablate" / n / "checkpoint.pt").is_file()]
+        if missing:
+            raise SystemExit(f"--evaluate-only: no earlier row or checkpoint for {', '.join(missing)}")
+        runs = {n: rows[n] for n in variants}
+    else:
+        if not args.dataset:
+            raise SystemExit("--dataset is required to train")
+        with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+            runs = dict(zip(variants, pool.map(lambda kv: train(kv[0], kv[1], args), variants.items())))
+    torch.set_num_threads(max(1, torch.get_num_threads()))
     for name, run in runs.items():
         out = Path(str(run["out"]))
         config = load_config(str(out / "config.yaml"))
@@ -74,7 +85,9 @@ def main() -> int:
         run["best_val_recall_at_far"] = max(h["val_metric"] for h in history)
         run["epochs_run"] = len(history)
         run["test_recall_at_1pct_far"] = recall_by_negative_kind(out / "checkpoint.pt", config, 0.01)
-        run["dataset"] = args.dataset
+        run["val_missed_by_timbre"] = recall_by_negative_kind(out / "checkpoint.pt", config, 0.01,
+                                                              split="val")["missed_by_timbre"]
+        run["dataset"] = config.data.dataset_dir
         rows[name] = run
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=1) + "\n")

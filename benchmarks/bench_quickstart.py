@@ -51,21 +51,30 @@ def throughput(name: str, x: torch.Tensor, y: torch.Tensor, width: float, steps:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def recall_by_negative_kind(checkpoint: Path, config: object, target_far: float) -> dict[str, float]:
+def recall_by_negative_kind(checkpoint: Path, config: object, target_far: float,
+                            split: str = "test") -> dict[str, object]:
     """Recall at `target_far` with the FAR counted over all negatives, over all but the
-    confusable near misses, and over the confusables alone (where the errors are)."""
+    confusable near misses, and over the confusables alone (where the errors are); plus the
+    share of each timbre's wake words missed at the all-negatives threshold."""
     import numpy as np
 
     from tinyconv.checkpoint import load_checkpoint
     from tinyconv.metrics import recall_at_far, softmax
     from tinyconv.trainer.run import model_from_checkpoint, predict
 
-    fs = load_features(config.data.dataset_dir, "test", config.frontend)  # type: ignore[attr-defined]
+    fs = load_features(config.data.dataset_dir, split, config.frontend)  # type: ignore[attr-defined]
     p = softmax(predict(model_from_checkpoint(load_checkpoint(checkpoint)), fs.x))[:, fs.positive_index]
     pos = fs.y == fs.positive_index
     confusable = np.array([r.kind == "confusable" for r in fs.rows])
     groups = {"all_negatives": ~pos, "without_confusables": ~pos & ~confusable, "confusables_only": ~pos & confusable}
-    return {k: recall_at_far(p[pos], p[m], target_far)[0] for k, m in groups.items() if m.any()}
+    out: dict[str, object] = {k: recall_at_far(p[pos], p[m], target_far)[0] for k, m in groups.items() if m.any()}
+    threshold = recall_at_far(p[pos], p[~pos], target_far)[1]
+    # Timbre: the espeak-ng variant (shared by every accent) or the flite voice.
+    timbre = np.array([r.voice.split("+")[-1] for r in fs.rows])
+    missed = {str(t): (round(float(np.mean(p[pos & (timbre == t)] < threshold)), 3), int(np.sum(pos & (timbre == t))))
+              for t in np.unique(timbre[pos])}
+    out["missed_by_timbre"] = dict(sorted(missed.items(), key=lambda kv: -kv[1][0]))
+    return out
 
 
 def main() -> int:
@@ -85,14 +94,17 @@ def main() -> int:
     train = load_features(config.data.dataset_dir, "train", config.frontend)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
     width = config.model.width_multiplier
-    tp = {f"{v}_width_{width}": throughput(v, x, y, width) for v in ("v1", "v2")}
-    # The quickstart's own V2 (dilated blocks: same MACs, slower oneDNN kernels).
-    tp[f"v2_width_{width}_dilations_{'-'.join(map(str, config.model.time_dilations))}"] = throughput(
-        "v2", x, y, width, time_dilations=config.model.time_dilations)
-    # What the trainer's channels_last layout buys over PyTorch's default NCHW, same run.
-    tp_nchw = {f"{v}_width_{width}": throughput(v, x, y, width, channels_last=False) for v in ("v1", "v2")}
-    tp_nchw[f"v2_width_{width}_dilations_{'-'.join(map(str, config.model.time_dilations))}"] = throughput(
-        "v2", x, y, width, time_dilations=config.model.time_dilations, channels_last=False)
+    dilations = config.model.time_dilations
+
+    def variants(channels_last: bool) -> dict[str, float]:
+        # V1, V2, and the quickstart's own V2 (dilated blocks: same MACs, slower oneDNN kernels).
+        tp = {f"{v}_width_{width}": throughput(v, x, y, width, channels_last=channels_last) for v in ("v1", "v2")}
+        tp[f"v2_width_{width}_dilations_{'-'.join(map(str, dilations))}"] = throughput(
+            "v2", x, y, width, time_dilations=dilations, channels_last=channels_last)
+        return tp
+
+    # The trainer's channels_last layout, and what it buys over PyTorch's default NCHW, same run.
+    tp, tp_nchw = variants(True), variants(False)
     results = {
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "config": args.config,

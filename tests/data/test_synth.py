@@ -187,6 +187,8 @@ def test_only_wake_words_and_near_misses_are_fitted_and_the_manifest_says_which(
     plan = plan_utterances(cfg, available_voices())
     assert {u.max_samples for u in plan if u.kind in ("positive", "confusable")} == {14400}
     assert {u.max_samples for u in plan if u.kind in ("speech", "background")} == {0}
+    off = plan_utterances(replace(cfg, data={"max_phrase_fraction": 0.0}), available_voices())
+    assert {u.max_samples for u in off} == {0}  # 0 = any length, as before the fix
     # A limit no phrase can meet: every wake word / near miss is spoken at the fastest rate,
     # marked too_long in the manifest, and the run warns instead of failing.
     with pytest.warns(UserWarning, match=r"longer than 20% of the 1000 ms window even at 450 wpm"):
