@@ -27,7 +27,10 @@ _COMMAND_MODULES = {
 }
 
 
-class UsageError(Exception):
+from tinyconv.errors import TinyconvError
+
+
+class UsageError(TinyconvError):
     """Raised by handlers for bad input; printed without a traceback, exit code 2."""
 
 
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, FileNotFoundError, PermissionError, OSError) as exc:
+    except (TinyconvError, ValueError, OSError) as exc:
         print(f"tinyconv {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
