@@ -33,6 +33,9 @@ def _write_clips(folder: Path, count: int, seed: int) -> list[str]:
 
 def bench_tflm_clips(*, clips: int = 10_000, model_path: str | Path | None = None, workers: int | None = None,
                      seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    for key, value in (("clips", clips), ("workers", workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"bench: {key} must be a positive integer, got {value!r}")
     workers = workers or default_workers()
     with tempfile.TemporaryDirectory(prefix="tinyconv-bench-") as tmp:
         path = Path(model_path) if model_path else write_tiny_model(Path(tmp) / "tiny.tflite", seed=seed)

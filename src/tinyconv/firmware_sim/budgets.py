@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,14 @@ from typing import Any
 import yaml
 
 from tinyconv.config import yaml_load
+from tinyconv.errors import TinyconvError
 from tinyconv.firmware_sim.costmodel import CORES, KERNEL_FAMILIES
 
 # configs/ sits at the repository root (the package is installed editable from src/).
 BUDGET_DIR = Path(__file__).resolve().parents[3] / "configs" / "mcu"
 
 
-class BudgetError(ValueError):
+class BudgetError(TinyconvError, ValueError):
     """A budget profile is unknown, malformed or invalid."""
 
 
@@ -48,13 +50,20 @@ class McuBudget:
         if self.kernels not in KERNEL_FAMILIES:
             raise BudgetError(f"budget {self.name!r}: kernels {self.kernels!r} is unknown"
                               f"{_suggest(self.kernels, list(KERNEL_FAMILIES))}; known: {sorted(KERNEL_FAMILIES)}")
-        if self.clock_mhz <= 0 or self.sram_bytes <= 0 or self.flash_bytes <= 0:
-            raise BudgetError(f"budget {self.name!r}: clock_mhz, sram_bytes and flash_bytes must be positive")
+        # NaN compares false against every bound and inf divides latencies to 0 (and NaN/inf are not
+        # JSON): each number must be finite, and each is named on its own.
+        for key in ("clock_mhz", "sram_bytes", "flash_bytes", "app_reserved_fraction", "max_latency_ms"):
+            value = getattr(self, key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise BudgetError(f"budget {self.name!r}: {key} must be a finite number, got {value}")
+        for key in ("clock_mhz", "sram_bytes", "flash_bytes"):
+            if getattr(self, key) <= 0:
+                raise BudgetError(f"budget {self.name!r}: {key} must be positive, got {getattr(self, key)}")
         if not 0.0 <= self.app_reserved_fraction < 1.0:
             raise BudgetError(f"budget {self.name!r}: app_reserved_fraction must be in [0, 1), "
                               f"got {self.app_reserved_fraction}")
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
-            raise BudgetError(f"budget {self.name!r}: max_latency_ms must be positive")
+            raise BudgetError(f"budget {self.name!r}: max_latency_ms must be positive, got {self.max_latency_ms}")
 
     @property
     def ram_available_bytes(self) -> int:

@@ -8,6 +8,17 @@ import sys
 from pathlib import Path
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: 0 clips, 0 repeats or 0 workers is a usage error (exit 2), not an empty run."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from tinyconv.firmware_sim.report import render_markdown, simulate, to_json
 
@@ -29,28 +40,40 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = bench_tflm_clips(clips=args.clips, model_path=args.model, workers=args.workers,
                               progress=sys.stderr.isatty())
-    text = json.dumps(result, indent=2)
+    from tinyconv.firmware_sim.report import atomic_write_text, to_json
+
+    text = to_json(result)  # NaN/inf refused, never written as invalid JSON
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     print(text)
     return 0 if result["pass"] else 1
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from tinyconv.firmware_sim.gate import compare, measure, read_baseline, write_baseline
+    from tinyconv.firmware_sim.gate import METRIC_KEYS, compare, measure, read_baseline, write_baseline
 
+    baseline: dict = {}
+    if not args.write_baseline:
+        baseline = read_baseline(args.baseline)  # a bad baseline fails before the (slow) measurement
     current = measure(args.export_dir, dataset_dir=args.dataset, max_clips=args.max_clips)
     if args.write_baseline:
         path = write_baseline(current, args.baseline)
-        print(f"baseline written to {path}: {json.dumps(current)}")
+        print(f"baseline written to {path}: {json.dumps({k: current[k] for k in METRIC_KEYS})}")
+        if "accuracy_unavailable" in current:
+            print(f"note: the baseline does not gate accuracy ({current['accuracy_unavailable']})", file=sys.stderr)
         return 0
-    verdict = compare(current, read_baseline(args.baseline))
+    verdict = compare(current, baseline)
     for key, c in verdict["checks"].items():
         state = "ok  " if c["pass"] else "FAIL"
-        change = f"{c['change_pct']:+.2f}% (tolerance {c['tolerance_pct']}%)" if "change_pct" in c else \
-            f"drop {c['drop']:+.4f} (tolerance {c['tolerance']})"
+        if "reason" in c:
+            change = c["reason"]
+        elif "change_pct" in c:
+            change = f"{c['change_pct']:+.2f}% (tolerance {c['tolerance_pct']}%)"
+        else:
+            change = f"drop {c['drop']:+.4f} (tolerance {c['tolerance']})"
         print(f"{state} {key}: {c['baseline']} -> {c['current']} {change}")
+    if "reason" in verdict:
+        print(verdict["reason"])
     print("gate:", "PASS" if verdict["pass"] else "FAIL")
     return 0 if verdict["pass"] else 1
 
@@ -64,16 +87,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--out", type=Path, help="report folder (default: EXPORT_DIR/sim)")
     p.add_argument("--dataset", help="dataset folder for accuracy (default: the export manifest's dataset_dir)")
-    p.add_argument("--max-clips", type=int, help="limit the test split (quick runs)")
+    p.add_argument("--max-clips", type=_positive_int, help="limit the test split (quick runs)")
     p.add_argument("--streaming", action="store_true", help="also run the streaming wake-word evaluation")
-    p.add_argument("--repeats", type=int, default=50, help="invokes per runtime for host latency percentiles")
-    p.add_argument("--workers", type=int, help="processes for accuracy (default: all cores)")
+    p.add_argument("--repeats", type=_positive_int, default=50, help="invokes per runtime for host latency percentiles")
+    p.add_argument("--workers", type=_positive_int, help="processes for accuracy (default: all cores)")
     p.set_defaults(func=_simulate)
 
     b = sub.add_parser("bench", help="throughput: 10,000 one-second clips through TFLite Micro")
-    b.add_argument("--clips", type=int, default=10_000)
+    b.add_argument("--clips", type=_positive_int, default=10_000)
     b.add_argument("--model", help=".tflite to benchmark (default: a synthetic tiny TinyConv-shaped model)")
-    b.add_argument("--workers", type=int)
+    b.add_argument("--workers", type=_positive_int)
     b.add_argument("--out", help="write the JSON result here")
     b.set_defaults(func=_bench)
 
@@ -82,5 +105,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--baseline", required=True, help="baseline JSON (committed)")
     g.add_argument("--write-baseline", action="store_true", help="measure and (over)write the baseline")
     g.add_argument("--dataset", help="dataset folder for the accuracy gate (default: manifest dataset_dir)")
-    g.add_argument("--max-clips", type=int)
+    g.add_argument("--max-clips", type=_positive_int)
     g.set_defaults(func=_gate)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tinyconv.errors import TinyconvError
 
-class ModelError(ValueError):
+
+class ModelError(TinyconvError, ValueError):
     """A model file is malformed, truncated, unsupported by a runtime, or wrong for a budget."""
 
 

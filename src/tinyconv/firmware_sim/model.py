@@ -9,12 +9,14 @@ a native interpreter; every such exception becomes a `ModelError` naming the fil
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tinyconv.firmware_sim.errors import ModelError
+from tinyconv.firmware_sim.validate import check_buffers, validate_graph
 
 # TFLite TensorType enum -> (name, bytes per element). Only the types a micro model uses.
 _TYPES: dict[int, tuple[str, int]] = {
@@ -115,7 +117,7 @@ def _op_names() -> dict[int, str]:
 
 
 def _prod(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape)) if shape else 1
+    return math.prod(shape)  # Python ints: np.prod wraps around on hostile shapes
 
 
 def _conv_params(name: str, options: object, ins: list[TensorInfo], outs: list[TensorInfo]) -> dict[str, int]:
@@ -178,6 +180,7 @@ def parse_tflite(data: bytes, name: str = "<bytes>") -> TfliteModel:
         raise ModelError(f"{name}: not a TFLite model (missing the 'TFL3' flatbuffer identifier)")
     schema = _schema()
     try:
+        check_buffers(data, name)  # before unpacking: a vector past the end is named, not a decode error
         model = schema.ModelT.InitFromPackedBuf(data, 0)
         return _build(model, data, name)
     except ModelError:
@@ -199,9 +202,8 @@ def _build(model: object, data: bytes, name: str) -> TfliteModel:
         infos = []
         for i, t in enumerate(g.tensors or []):
             shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
-            if any(d < 0 for d in shape) and t.shapeSignature is None:
-                raise ModelError(f"{name}: tensor {i} has a negative dimension {shape}")
-            shape = tuple(max(d, 1) for d in shape)  # dynamic batch (-1) runs with 1
+            # Negative dimensions are checked (and named) in validate_graph; a dynamic batch (-1) runs with 1.
+            shape = tuple(max(d, 1) for d in shape)
             if t.type not in _TYPES:
                 raise ModelError(f"{name}: tensor {i} has unsupported type code {t.type}")
             dtype, width = _TYPES[t.type]
@@ -249,6 +251,10 @@ def _build(model: object, data: bytes, name: str) -> TfliteModel:
             raise ModelError(f"{name}: subgraph input/output {i} is out of range")
     if not inputs or not outputs:
         raise ModelError(f"{name}: the main subgraph declares no inputs or no outputs")
+    per_graph: list[list[str]] = [[] for _ in subgraphs]
+    for op in ops:
+        per_graph[op.subgraph].append(op.name)
+    validate_graph(model, name, _TYPES, per_graph)  # buffers, dataflow order, strides (see validate.py)
     return TfliteModel(
         path=name, model_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
         tensors=tuple(tensors), ops=tuple(ops), input_indices=inputs, output_indices=outputs,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +44,9 @@ def resolve_target(target: str | Path) -> ExportFiles:
         manifest: dict[str, Any] = {}
         mpath = p / "manifest.json"
         if mpath.is_file():
-            try:
-                manifest = json.loads(mpath.read_text())
-            except json.JSONDecodeError as exc:
-                raise ModelError(f"{mpath}: invalid JSON ({exc})") from None
+            from tinyconv.firmware_sim.export_manifest import read_export_manifest
+
+            manifest = read_export_manifest(mpath)  # structure, labels and every file's sha256
         files = {n: (p / n if (p / n).is_file() else None)
                  for n in ("model_int8.tflite", "model_int8.onnx", "model_float.onnx")}
         if not any(files.values()):
@@ -92,6 +95,9 @@ def evaluate_budget(model: TfliteModel, budget: McuBudget, arena_target: int) ->
 def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | None = None,
              dataset_dir: str | Path | None = None, max_clips: int | None = None, streaming: bool = False,
              latency_repeats: int = 50, workers: int | None = None, progress: bool = False) -> dict[str, Any]:
+    for key, value in (("latency_repeats", latency_repeats), ("max_clips", max_clips), ("workers", workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"simulate: {key} must be a positive integer, got {value!r}")
     files = resolve_target(target)
     loaded = [load_budget(b) for b in budgets]
     report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "target": str(target), "runtimes": {}}
@@ -214,21 +220,77 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _check_finite(obj: Any, where: str = "report") -> None:
+    """NaN/inf are not JSON: name the value instead of writing a file other tools cannot read."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{where}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"{where} is {obj}; refusing to write a report that is not valid JSON")
+
+
 def to_json(report: dict[str, Any]) -> str:
-    return json.dumps(_jsonable(report), indent=2, sort_keys=False)
+    data = _jsonable(report)
+    _check_finite(data)
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+
+
+def _temp_sibling(path: Path) -> Path:
+    # Same folder (os.replace is atomic only within one filesystem); same suffix (matplotlib picks the
+    # format from it); a dot name so a leftover after a hard kill is hidden and clearly not a report.
+    return path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "x", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write through a temp file + os.replace: readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        _write_synced(tmp, text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """report.json, report.md and plots, all staged as temp files and renamed only when every one is
+    complete: a failure (a full disk, a plot error) leaves the previous report intact and no partial file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.json", out / "report.md"]
-    (out / "report.json").write_text(to_json(report) + "\n")
-    (out / "report.md").write_text(render_markdown(report))
+    text, markdown = to_json(report) + "\n", render_markdown(report)  # validated before anything is written
+    jobs: list[tuple[Path, Callable[[Path], Any]]] = [
+        (out / "report.json", lambda p: _write_synced(p, text)),
+        (out / "report.md", lambda p: _write_synced(p, markdown)),
+    ]
     if "arena" in report:
-        written.append(plot_arena(report, out / "arena.png"))
+        jobs.append((out / "arena.png", lambda p: plot_arena(report, p)))
     if "streaming" in report:
-        written.append(plot_det(report["streaming"], out / "det.png"))
-    return written
+        jobs.append((out / "det.png", lambda p: plot_det(report["streaming"], p)))
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for final, write in jobs:
+            staged.append((_temp_sibling(final), final))
+            write(staged[-1][0])
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    return [final for final, _ in jobs]
 
 
 def plot_arena(report: dict[str, Any], path: Path) -> Path:

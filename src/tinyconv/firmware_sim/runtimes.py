@@ -7,6 +7,7 @@ runner. Every runner takes and returns arrays in the model's own dtype and input
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ import numpy as np
 from tinyconv.firmware_sim.errors import ModelError
 from tinyconv.firmware_sim.isolate import run_isolated
 from tinyconv.firmware_sim.model import TfliteModel
+from tinyconv.firmware_sim.validate import MAX_INPUT_ELEMENTS
 
 TFLITE_RUNTIMES = ("tflm", "litert", "litert_ref")
 ALL_RUNTIMES = (*TFLITE_RUNTIMES, "onnx_int8", "onnx_float")
@@ -112,6 +114,7 @@ class OrtRunner:
         inp = self._sess.get_inputs()[0]
         self._in_name = inp.name
         self.input_shape = tuple(int(d) if isinstance(d, int) else 1 for d in inp.shape)
+        _check_input_size(path, inp.name, self.input_shape)
         self.input_dtype = np.dtype({"tensor(int8)": np.int8, "tensor(uint8)": np.uint8}.get(inp.type, np.float32))
         self.input_quant, self.output_quant = input_quant, output_quant
 
@@ -126,8 +129,19 @@ class OrtRunner:
         pass
 
 
+def _check_input_size(path: str | Path, name: str, shape: tuple[int, ...]) -> None:
+    """Refuse a declared input shape the host would have to allocate (zeros, random latency input)."""
+    if any(d < 0 for d in shape):
+        raise ModelError(f"{path}: input {name!r} has a negative dimension {list(shape)}")
+    elements = math.prod(shape)  # Python ints: no overflow on a hostile shape
+    if elements > MAX_INPUT_ELEMENTS:
+        raise ModelError(f"{path}: input {name!r} has shape {list(shape)} ({elements:,} elements), more than the "
+                         f"{MAX_INPUT_ELEMENTS:,} the simulator accepts (a wake-word input is a few thousand)")
+
+
 def check_onnx(path: str | Path) -> None:
-    """Validate an .onnx file with the onnx checker (pure protobuf parsing; never crashes)."""
+    """Validate an .onnx file with the onnx checker (pure protobuf parsing; never crashes), and cap the
+    declared input sizes before any runtime allocates a tensor of that shape."""
     import onnx
 
     try:
@@ -138,6 +152,13 @@ def check_onnx(path: str | Path) -> None:
     except Exception as exc:  # DecodeError, ValidationError, ...
         raise ModelError(f"{path}: malformed or invalid ONNX model ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:300] if str(exc) else 'no detail'})") from None
+    initializers = {t.name for t in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in initializers or not inp.type.HasField("tensor_type"):
+            continue
+        # Symbolic or unknown dimensions run with 1 (as OrtRunner feeds them).
+        dims = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in inp.type.tensor_type.shape.dim)
+        _check_input_size(path, inp.name, dims)
 
 
 def check_runtimes(model: TfliteModel, runtimes: list[str], arena_size: int) -> dict[str, str | None]:
@@ -179,6 +200,8 @@ def make_runner(runtime: str, model: TfliteModel | None = None, *, arena_size: i
 
 def host_latency_ms(runner: Runner, repeats: int = 50, warmup: int = 3, seed: int = 0) -> dict[str, float]:
     """p50/p95 of one invoke on this host (random input in the model's dtype)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"latency repeats must be a positive integer, got {repeats!r}")
     rng = np.random.default_rng(seed)
     if runner.input_dtype.kind in "iu":
         info = np.iinfo(runner.input_dtype)

@@ -4,6 +4,10 @@ Layout only; the actions live in `UiController` and the views in `views`. Job st
 the server under the runs folder: on page load each tab reattaches to the newest job of its
 kind, and one timer polls the jobs. A poll re-renders a tab only when its job changed
 (`UiController.signature`), so an idle page costs a few file stats per second.
+
+Security (see `tinyconv.ui.paths` and docs/UI.md): Gradio serves only the policy's roots (the runs
+folder, the starting config's folders, `--allow-path`s), never the working directory; every path
+typed in the UI is checked by the same policy before a job may open it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from tinyconv.config import Config
 from tinyconv.ui import panel_config, views
 from tinyconv.ui.controller import UiController, job_status_md
 from tinyconv.ui.jobs import SUCCEEDED, JobManager
+from tinyconv.ui.paths import PathPolicy
 
 # Gradio phones home for analytics unless told not to; the app must work offline.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -32,9 +37,11 @@ def _budget_names() -> list[str]:
     return list_budgets()
 
 
-def build_app(config: Config, runs_dir: str | Path) -> gr.Blocks:
-    """The whole UI; jobs and their state are kept under `runs_dir/ui_jobs`."""
-    ctl = UiController(JobManager(Path(runs_dir) / "ui_jobs"))
+def build_app(config: Config, runs_dir: str | Path, policy: PathPolicy | None = None) -> gr.Blocks:
+    """The whole UI; jobs and their state are kept under `runs_dir/ui_jobs`; `policy` (default: the
+    runs folder and the folders of `config`) says which paths the buttons may use."""
+    policy = policy if policy is not None else PathPolicy.for_app(runs_dir, config)
+    ctl = UiController(JobManager(Path(runs_dir) / "ui_jobs"), policy)
     skip = gr.skip
 
     with gr.Blocks(title="tinyconv", analytics_enabled=False) as demo:
@@ -145,9 +152,11 @@ def build_app(config: Config, runs_dir: str | Path) -> gr.Blocks:
             saved, status = ctl.save(values, path)
             return [status, gr.File(value=saved, visible=saved is not None)]
 
-        load_btn.click(on_load, [cfg_path], [cfg_status, *comps])
-        save_btn.click(on_save, [cfg_path, *comps], [cfg_status, cfg_file])
-        validate_btn.click(lambda *v: ctl.validate(v), comps, cfg_status)
+        # Named endpoints: hiding them would not help (the page calls them too), naming keeps the
+        # security tests' HTTP calls stable.
+        load_btn.click(on_load, [cfg_path], [cfg_status, *comps], api_name="load_yaml")
+        save_btn.click(on_save, [cfg_path, *comps], [cfg_status, cfg_file], api_name="save_yaml")
+        validate_btn.click(lambda *v: ctl.validate(v), comps, cfg_status, api_name="validate")
 
         # -- start / cancel ----------------------------------------------------------------------
         # A start returns the new job id (or keeps the old one when it failed) and resets the
@@ -157,19 +166,21 @@ def build_app(config: Config, runs_dir: str | Path) -> gr.Blocks:
             return (job_id or old), status, ""
 
         synth_btn.click(lambda old, *v: started(ctl.start_synth(v), old), [job_ids["synth"], *comps],
-                        [job_ids["synth"], synth_status, sigs["synth"]])
+                        [job_ids["synth"], synth_status, sigs["synth"]], api_name="start_synth")
         train_btn.click(lambda old, init, *v: started(ctl.start_train(v, init), old),
-                        [job_ids["train"], init_ckpt, *comps], [job_ids["train"], train_status, sigs["train"]])
+                        [job_ids["train"], init_ckpt, *comps], [job_ids["train"], train_status, sigs["train"]],
+                        api_name="start_train")
         export_btn.click(lambda old, *a: started(ctl.start_export(*a), old),
                          [job_ids["export"], export_ckpt, export_formats, export_ncal, export_out],
-                         [job_ids["export"], export_status, sigs["export"]])
+                         [job_ids["export"], export_status, sigs["export"]], api_name="start_export")
         sim_btn.click(lambda old, *a: started(ctl.start_simulate(*a), old),
                       [job_ids["simulate"], sim_target, sim_budgets, sim_streaming, sim_max, sim_repeats,
-                       sim_dataset], [job_ids["simulate"], sim_status, sigs["simulate"]])
+                       sim_dataset], [job_ids["simulate"], sim_status, sigs["simulate"]], api_name="start_simulate")
         for kind, btn, status in (("synth", synth_cancel, synth_status), ("train", train_cancel, train_status),
                                   ("export", export_cancel, export_status), ("simulate", sim_cancel, sim_status)):
             btn.click(ctl.cancel, [job_ids[kind]], [status])
-        clip_pick.change(lambda p: p, [clip_pick], [clip_audio])
+        # Gradio copies a returned file into its cache and serves it: only files under the roots.
+        clip_pick.change(lambda p: p if p and policy.allows(p) else None, [clip_pick], [clip_audio])
 
         # -- polling -----------------------------------------------------------------------------
         def changed(job_id: str | None, last: str) -> tuple[bool, str]:
@@ -184,7 +195,8 @@ def build_app(config: Config, runs_dir: str | Path) -> gr.Blocks:
             status = job_status_md(job)
             if job is None or job.status != SUCCEEDED:
                 return [status, ctl.log_tail(job_id), skip(), skip(), skip(), sig]
-            clips = views.sample_clips(job.outputs["dataset_dir"])
+            # A manifest may name files anywhere (../../, absolute): offer only those under the roots.
+            clips = [c for c in views.sample_clips(job.outputs["dataset_dir"]) if policy.allows(c[1])]
             first = clips[0][1] if clips else None
             return [status, ctl.log_tail(job_id), gr.Dropdown(choices=clips, value=first), first,
                     views.dataset_summary(job.outputs["dataset_dir"]), sig]
@@ -249,14 +261,15 @@ def build_app(config: Config, runs_dir: str | Path) -> gr.Blocks:
 
 
 def launch(config: Config, runs_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
-           allowed_paths: list[str] | None = None, block: bool = True) -> gr.Blocks:
-    """Build and serve the app. Files the app offers (clips, exports, plots) must lie under the runs
-    folder, the working directory or `allowed_paths`: Gradio refuses to serve other paths."""
-    demo = build_app(config, runs_dir)
-    allowed = [str(Path(runs_dir).resolve()), os.getcwd(), *(allowed_paths or [])]
-    for p in (config.data.dataset_dir, config.train.out_dir):
-        allowed.append(str(Path(p).resolve()))
+           allowed_paths: list[str] | None = None, auth: list[tuple[str, str]] | None = None,
+           block: bool = True) -> gr.Blocks:
+    """Build and serve the app. Gradio serves files only from the policy's roots (the runs folder,
+    the starting config's folders, `allowed_paths`), not from the working directory; `auth`
+    (user, password) pairs put a login page in front of every route."""
+    policy = PathPolicy.for_app(runs_dir, config, allowed_paths or ())
+    demo = build_app(config, runs_dir, policy)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, allowed_paths=allowed,
-                ssr_mode=False, quiet=True, footer_links=[])
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
+                allowed_paths=[str(r) for r in policy.roots], auth=auth or None, ssr_mode=False, quiet=True,
+                footer_links=[])
     return demo

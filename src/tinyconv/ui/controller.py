@@ -4,6 +4,10 @@ Gradio-free so tests call exactly what the buttons call. Every action returns a 
 line; failures become `**Error:** message` with the library's own message (ConfigError names the
 key and suggests the closest one), never a stack trace. Unexpected exceptions are logged with
 their traceback on the server for the developer.
+
+Every path typed into the UI goes through the controller's `PathPolicy` (see `tinyconv.ui.paths`)
+before a job or a config load may open it, and every message is cut to `MAX_MESSAGE_CHARS`: a few
+hundred bytes of hostile input must not become megabytes of reply.
 """
 
 from __future__ import annotations
@@ -14,19 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from tinyconv.config import Config, ConfigError, save_config
+from tinyconv.errors import TinyconvError
 from tinyconv.ui import panel_config, views
 from tinyconv.ui.jobs import CANCELLED, FAILED, LOST, RUNNING, SUCCEEDED, Job, JobError, JobManager, cli_argv, tail
+from tinyconv.ui.paths import PathPolicy
 
 log = logging.getLogger(__name__)
 
 # Errors whose message is written for the user (config, datasets, checkpoints, budgets, files).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (TinyconvError, ValueError, OSError, KeyError)
+
+# Longest message a status line shows; the rest is cut with a note of how much was cut.
+MAX_MESSAGE_CHARS = 2000
 
 JOB_KINDS = ("synth", "train", "export", "simulate")
 
 
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} … ({len(text) - limit} more characters not shown)"
+
+
 def error_md(message: str) -> str:
-    return f"**Error:** {message}"
+    return f"**Error:** {shorten(message)}"
 
 
 def user_message(exc: BaseException) -> str:
@@ -67,10 +83,12 @@ def job_status_md(job: Job | None, progress: str = "") -> str:
 
 
 class UiController:
-    """Actions behind the buttons; `jobs` owns the run folder where job state persists."""
+    """Actions behind the buttons; `jobs` owns the run folder where job state persists; `policy`
+    says which paths the buttons may use (default: only the folder that holds `jobs.root`)."""
 
-    def __init__(self, jobs: JobManager) -> None:
+    def __init__(self, jobs: JobManager, policy: PathPolicy | None = None) -> None:
         self.jobs = jobs
+        self.policy = policy if policy is not None else PathPolicy.for_app(jobs.root.parent)
 
     # -- config panel ------------------------------------------------------------------------
     def validate(self, values: Sequence[Any]) -> str:
@@ -79,24 +97,38 @@ class UiController:
         except Exception as exc:  # shown to the user; unexpected ones logged too
             return failure_md(exc)
         m = config.model
-        return (f"Config is valid: model `{m.name}` (depthwise={m.tiny_conv_use_depthwise}, width "
-                f"{m.width_multiplier}), {config.train.epochs} epochs, QAT {'on' if config.qat.enabled else 'off'}, "
-                f"distillation {'on' if config.distill.enabled else 'off'}.")
+        return shorten(f"Config is valid: model `{m.name}` (depthwise={m.tiny_conv_use_depthwise}, width "
+                       f"{m.width_multiplier}), {config.train.epochs} epochs, QAT "
+                       f"{'on' if config.qat.enabled else 'off'}, distillation "
+                       f"{'on' if config.distill.enabled else 'off'}.")
+
+    def _yaml_path(self, path: str) -> str:
+        """`path` if the UI may load or save a config there (a .yaml file under the runs or configs
+        folders, symlinks resolved); checked before the file is opened, so a refused file's content
+        never reaches a message. Empty stays empty for panel_config's own message."""
+        text = str(path or "").strip()
+        if not text:
+            return text
+        if Path(text).suffix not in (".yaml", ".yml"):
+            raise ConfigError(f"a config is a .yaml file, got {shorten(Path(text).name, 200)!r}")
+        self.policy.check(text, "config path", configs=True)
+        return text
 
     def load(self, path: str) -> tuple[list[Any] | None, str]:
         """(widget values or None, status) from a YAML config file."""
         try:
-            return panel_config.load_values(path), f"Loaded `{str(path).strip()}`."
+            text = self._yaml_path(path)
+            return panel_config.load_values(text), f"Loaded `{shorten(text, 200)}`."
         except Exception as exc:  # shown to the user; unexpected ones logged too
             return None, failure_md(exc)
 
     def save(self, values: Sequence[Any], path: str) -> tuple[str | None, str]:
         """(saved path or None, status)."""
         try:
-            out = panel_config.save_values(values, path)
+            out = panel_config.save_values(values, self._yaml_path(path))
         except Exception as exc:  # shown to the user; unexpected ones logged too
             return None, failure_md(exc)
-        return str(out), f"Saved `{out}`; use it with `tinyconv train --config {out}`."
+        return str(out), shorten(f"Saved `{out}`; use it with `tinyconv train --config {out}`.")
 
     # -- starting jobs -----------------------------------------------------------------------
     def _start_with_config(self, kind: str, values: Sequence[Any],
@@ -104,6 +136,7 @@ class UiController:
                            ) -> tuple[str | None, str]:
         try:
             config = panel_config.values_to_config(values)
+            self.policy.check_config(config)
             running = self.jobs.latest(kind)
             if running is not None and running.status == RUNNING:
                 raise JobError(f"a {kind} job is already running ({running.id}); wait for it or cancel it first")
@@ -129,7 +162,7 @@ class UiController:
             run_dir = Path(config.train.out_dir).resolve()
             args = ["train", "--config", str(cfg), "--out", str(run_dir)]
             if init_checkpoint.strip():
-                init = Path(init_checkpoint.strip())
+                init = self.policy.check(init_checkpoint, "initial checkpoint")
                 if not init.is_file():
                     raise FileNotFoundError(f"initial checkpoint not found: {init}")
                 args += ["--init", str(init.resolve())]
@@ -143,8 +176,9 @@ class UiController:
     def start_export(self, checkpoint: str, formats: Sequence[str], num_calibration: float | None,
                      out_dir: str = "") -> tuple[str | None, str]:
         try:
-            ckpt = Path((checkpoint or "").strip())
-            if not str(ckpt) or not ckpt.is_file():
+            # Checked before the file is touched: an upload posted to Gradio's route is refused here.
+            ckpt = self.policy.check(checkpoint, "checkpoint") if (checkpoint or "").strip() else None
+            if ckpt is None or not ckpt.is_file():
                 raise FileNotFoundError(f"checkpoint not found: {checkpoint!r} (train a model first, or enter "
                                         f"the path of a checkpoint.pt)")
             if not formats:
@@ -152,7 +186,7 @@ class UiController:
             n = int(num_calibration or 0)
             if n < 1:
                 raise ValueError("calibration examples must be >= 1")
-            out = Path(out_dir.strip()).resolve() if out_dir.strip() else ckpt.resolve().parent / "export"
+            out = self.policy.check(out_dir, "output folder") if out_dir.strip() else ckpt.parent / "export"
             args = ["export", str(ckpt.resolve()), "--formats", ",".join(formats), "--out", str(out),
                     "--num-calibration", str(n)]
             job = self.jobs.start("export", cli_argv(*args), outputs={"export_dir": str(out)})
@@ -163,12 +197,19 @@ class UiController:
     def start_simulate(self, target: str, budgets: Sequence[str], streaming: bool, max_clips: float | None,
                        repeats: float | None, dataset_dir: str = "") -> tuple[str | None, str]:
         try:
-            tgt = Path((target or "").strip())
-            if not str(tgt) or not tgt.exists():
+            tgt = self.policy.check(target, "export") if (target or "").strip() else None
+            if tgt is None or not tgt.exists():
                 raise FileNotFoundError(f"export not found: {target!r} (export a checkpoint first, or enter an "
                                         f"export folder or .tflite file)")
             if not budgets:
                 raise ValueError("choose at least one MCU budget")
+            from tinyconv.firmware_sim.budgets import list_budgets  # torch-free
+
+            # The CLI also takes a budget as a YAML path: from the UI only the listed names go through.
+            unknown = [b for b in budgets if b not in list_budgets()]
+            if unknown:
+                raise ValueError(f"unknown MCU budget {shorten(str(unknown[0]), 200)!r}; choose from "
+                                 f"{', '.join(list_budgets())}")
             tgt = tgt.resolve()
             out = tgt / "sim" if tgt.is_dir() else tgt.parent / f"{tgt.stem}_sim"
             args = ["simulate", str(tgt), "--out", str(out), "--repeats", str(max(1, int(repeats or 1)))]
@@ -179,7 +220,7 @@ class UiController:
             if max_clips:
                 args += ["--max-clips", str(int(max_clips))]
             if dataset_dir.strip():
-                args += ["--dataset", dataset_dir.strip()]
+                args += ["--dataset", str(self.policy.check(dataset_dir, "dataset folder"))]
             # Exit code 1 = a budget failed: a result for the table, not a crashed job.
             job = self.jobs.start("simulate", cli_argv(*args), outputs={"sim_dir": str(out)}, ok_returncodes=(0, 1))
         except Exception as exc:  # shown to the user; unexpected ones logged too

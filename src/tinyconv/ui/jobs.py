@@ -141,7 +141,7 @@ class JobManager:
         tmp.replace(path)  # atomic: a poll never reads half a file
 
     def _read(self, job_id: str) -> Job:
-        if not re.fullmatch(r"[\w.-]+", job_id or ""):
+        if not re.fullmatch(r"\w[\w.-]*", job_id or ""):  # no "..", no path separators
             raise JobError(f"invalid job id {job_id!r}")
         path = self.root / job_id / JOB_FILE
         try:

@@ -104,7 +104,8 @@ def from_widget(spec: FieldSpec, raw: Any) -> Any:
         try:
             return yaml_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{spec.key}: {text!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
+            shown = repr(text) if len(text) <= 80 else f"{text[:77]!r}... ({len(text)} characters)"
+            raise ConfigError(f"{spec.key}: {shown} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None or (isinstance(raw, str) and spec.kind != "str" and not raw.strip()):
         raise ConfigError(f"{spec.key} must not be empty")
     if spec.kind == "int" and isinstance(raw, float) and raw.is_integer():
