@@ -138,6 +138,16 @@ def test_uploaded_pickle_passed_to_export_is_refused_and_never_loaded(server: Se
     assert not marker.exists()
 
 
+def test_upload_route_refuses_large_files(server: Server) -> None:
+    from tinyconv.ui.app import MAX_UPLOAD_BYTES
+
+    big = b"\0" * (MAX_UPLOAD_BYTES + 1)
+    r = httpx.post(f"{server.url}/gradio_api/upload", files={"files": ("fill.bin", big)}, timeout=30)
+    assert r.status_code >= 400, "an anonymous client could fill the disk through the upload route"
+    small = httpx.post(f"{server.url}/gradio_api/upload", files={"files": ("ok.bin", b"x")}, timeout=30)
+    assert small.status_code == 200
+
+
 # -- the file route ----------------------------------------------------------------------------
 
 def test_file_route_serves_the_runs_folder_only(server: Server) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from tinyconv.config import FrontendConfig
 from tinyconv.features import clip_features, features_to_int8
+from tinyconv.firmware_sim.errors import ModelError
 from tinyconv.firmware_sim.runtimes import Runner, dequantize, make_runner
 from tinyconv.metrics import confusion_matrix, per_class, softmax
 
@@ -154,10 +155,17 @@ def evaluate_dataset(specs: list[RunnerSpec], dataset_dir: str | Path, *, split:
     rows, info = read_manifest(dataset_dir)
     labels = labels or info.labels
     rows = [r for r in rows if r.split == split]
-    if max_clips:
+    if max_clips is not None:
+        if max_clips < 1:
+            raise ModelError(f"max_clips must be >= 1 (or None for every clip), got {max_clips}")
         rows = rows[:max_clips]
     if not rows:
-        raise ValueError(f"{dataset_dir}: the {split!r} split is empty")
+        raise ModelError(f"{dataset_dir}: the {split!r} split is empty")
+    unknown = sorted({r.label for r in rows} - set(labels))
+    if unknown:
+        raise ModelError(
+            f"{dataset_dir}: labels {unknown[:5]} of the {split!r} split are not among the model's labels "
+            f"{labels}; simulate the model on the dataset it was trained for")
     paths = [str(resolve(dataset_dir, r)) for r in rows]
     res = run_clips(specs, paths, workers=workers, progress=progress)
     y = np.array([labels.index(rows[i].label) for i in res["kept"]], dtype=np.int64)

@@ -28,6 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402  (after the environment switch above)
 
 POLL_S = 1.0
+MAX_UPLOAD_BYTES = 1024 * 1024  # the app asks for no uploads; see launch()
 EXPORT_FORMATS = ["tflite", "onnx", "c"]
 
 
@@ -271,5 +272,8 @@ def launch(config: Config, runs_dir: str | Path, *, host: str = "127.0.0.1", por
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
                 allowed_paths=[str(r) for r in policy.roots], auth=auth or None, ssr_mode=False, quiet=True,
+                # Uploads are never loaded (PathPolicy refuses them), but cap them so an anonymous
+                # client cannot fill the disk through the upload route.
+                max_file_size=MAX_UPLOAD_BYTES,
                 footer_links=[])
     return demo
