@@ -37,7 +37,8 @@ def train(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str
     sets = [f"data.dataset_dir={args.dataset}", f"train.out_dir={out}", *overrides]
     if args.parallel > 1:
         sets.append("train.num_threads=1")
-    cmd = [sys.executable, "-m", "tinyconv.cli", "train", "--config", args.config]
+    # --overwrite: runs/ablate/NAME belongs to this script; a re-run replaces the variant's run.
+    cmd = [sys.executable, "-m", "tinyconv.cli", "train", "--config", args.config, "--overwrite"]
     for s in sets:
         cmd += ["--set", s]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -70,14 +70,15 @@ def run_variant(name: str, config: Any, float_ckpt: Path | None, data: dict[str,
     seconds: dict[str, float] = {}
     if float_ckpt is None:
         t0 = time.perf_counter()
-        float_ckpt = train(replace(config, train={"out_dir": str(work / f"{name}_float")}), data=data).checkpoint_path
+        float_ckpt = train(replace(config, train={"out_dir": str(work / f"{name}_float")}), data=data,
+                           overwrite=True).checkpoint_path  # the benchmark's own folder: re-runs replace it
         seconds["float_train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ptq = export_checkpoint(float_ckpt, work / f"{name}_ptq", formats="tflite", representative=data["train"].x)
     seconds["ptq_export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     qat_cfg = replace(config, qat={"enabled": True}, train={"out_dir": str(work / f"{name}_qat")})
-    qat_ckpt = train(qat_cfg, init_checkpoint=float_ckpt, data=data).checkpoint_path
+    qat_ckpt = train(qat_cfg, init_checkpoint=float_ckpt, data=data, overwrite=True).checkpoint_path
     seconds["qat_finetune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     qat = export_checkpoint(qat_ckpt, work / f"{name}_qat_export", formats="tflite")

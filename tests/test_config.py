@@ -43,7 +43,7 @@ def test_unknown_section_suggests_closest() -> None:
         ({"model": {"strided_blocks": 5}}, r"model\.strided_blocks must be in \[0, 4\], got 5"),
         ({"model": {"time_dilations": [1, 2, 4]}}, r"model\.time_dilations must be 4 integers >= 1 .*got \[1, 2, 4\]"),
         ({"model": {"time_dilations": [1, 0, 1, 1]}}, r"model\.time_dilations must be 4 integers >= 1"),
-        ({"data": {"random_voices": -1}}, r"data\.random_voices must be >= 0, got -1"),
+        ({"data": {"random_voices": -1}}, r"data\.random_voices must be in \[0, 100000\], got -1"),
         ({"frontend": {"window_ms": 25}}, r"frontend\.window_ms=25 is not supported"),
         ({"data": {"source": "librispeech"}}, r"data\.source must be"),
     ],

@@ -7,11 +7,15 @@ export must not import the trainer (DESIGN.md).
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -20,8 +24,10 @@ from tinyconv.models import build_model
 
 FORMAT_VERSION = 1
 
+from tinyconv.errors import TinyconvError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(TinyconvError, ValueError):
     """A checkpoint file is missing, corrupt or of an unexpected kind."""
 
 
@@ -67,6 +73,53 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def _plain(obj: Any) -> Any:
+    """numpy scalars -> Python numbers, recursively, so the file loads with weights_only=True.
+
+    metrics/extra are free-form; one np.float64 from a metric would make every later load of
+    the checkpoint fail the weights-only unpickler.
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def load_torch_file(path: str | Path, *, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True: tensors, numbers, strings and containers only.
+
+    A .pt file is a pickle, and unpickling an arbitrary pickle runs whatever code it names, so a
+    crafted checkpoint handed to `tinyconv export`/`eval`/`train --resume` could run a command.
+    tinyconv only ever saves plain data, so the weights-only unpickler loses nothing. Anything
+    else is a CheckpointError naming the file; we never fall back to a full unpickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # The weights-only unpickler raises UnpicklingError for both a foreign object and bytes
+        # that are no pickle at all; torch.save always writes a zip, so a readable zip means
+        # the pickle inside asked for something other than plain data.
+        if not zipfile.is_zipfile(path):
+            # (torch's own text here suggests weights_only=False: not advice to pass on.)
+            raise CheckpointError(f"{what} {path} is corrupt or not a torch file (not the zip archive "
+                                  "torch.save writes)") from exc
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise CheckpointError(
+            f"{path} is not a plain tinyconv {what}: it holds Python objects "
+            f"{f'({found.group(1)}) ' if found else ''}that tinyconv never saves; refusing to unpickle it "
+            "because that could run code"
+        ) from exc
+    except Exception as exc:  # torch raises many types for a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {first}") from exc
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
     atomic_save(
         {
@@ -76,9 +129,9 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
             "labels": list(ckpt.labels),
             "positive_label": ckpt.positive_label,
             "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
-            "metrics": ckpt.metrics,
+            "metrics": _plain(ckpt.metrics),
             "kind": ckpt.kind,
-            "extra": ckpt.extra,
+            "extra": _plain(ckpt.extra),
         },
         path,
     )
@@ -86,12 +139,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
+    raw = load_torch_file(path, what="checkpoint")
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise CheckpointError(f"{path} is not a tinyconv checkpoint (no format_version)")
     if raw["format_version"] != FORMAT_VERSION:

@@ -2,7 +2,8 @@
 
 Each subpackage that owns commands exposes `add_parsers(subparsers)`; a handler takes the parsed
 namespace and returns the exit code: 0 ok, 1 a budget or quality gate failed, 2 usage or input
-error. Library code raises; only this module prints errors and picks exit codes.
+error, 3 an unexpected exception (a bug; printed with its traceback). Library code raises; only
+this module prints errors and picks exit codes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 # Subpackages with commands, imported lazily so `tinyconv simulate` never imports torch.
@@ -29,6 +31,9 @@ _COMMAND_MODULES = {
 
 from tinyconv.errors import TinyconvError
 
+# Exit code of an unexpected exception (a bug): distinct from 0 ok, 1 gate failed, 2 input error.
+INTERNAL_ERROR = 3
+
 
 class UsageError(TinyconvError):
     """Raised by handlers for bad input; printed without a traceback, exit code 2."""
@@ -42,20 +47,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _COMMAND_MODULES[command]
     ]
     for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("tinyconv"):
-                continue  # a subpackage not built yet
-            raise
-        module.add_parsers(sub)
+        # Every subpackage exists: a failing import is a bug and must show, not hide a command.
+        importlib.import_module(name).add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
-    parser = build_parser(command)
+    try:
+        parser = build_parser(command)
+    except Exception as exc:  # noqa: BLE001 (a subcommand that fails to import is a bug, not a usage error)
+        return _internal_error(command or "", exc)
     args = parser.parse_args(args_list)
     try:
         return int(args.func(args))
@@ -65,6 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TinyconvError, ValueError, OSError) as exc:
         print(f"tinyconv {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 (anything else is a bug: show where, and never exit 0/1/2)
+        return _internal_error(args.command, exc)
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    traceback.print_exception(exc)
+    print(f"tinyconv {command}: internal error ({type(exc).__name__}); this is a bug, please report it with the "
+          f"traceback above", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from tinyconv.errors import TinyconvError
 
 class _Yaml12Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans: only true/false. Under YAML 1.1 the Speech Commands
@@ -33,17 +35,93 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+# Limits on YAML input (configs, budget profiles, --set values). A config is a few KB: 1 MB is
+# generous. Nesting is capped because PyYAML's composer recurses once per level (a few thousand
+# `[` raise RecursionError), and aliases are refused because a few hundred bytes of nested aliases
+# (a "billion laughs" bomb) expand to gigabytes; no tinyconv file needs them.
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_DEPTH = 32
+# Values quoted in error messages are cut to this many characters (a 1 MB string stays one line).
+MAX_SHOWN_CHARS = 80
+
+
+class YamlLimitError(yaml.YAMLError):
+    """YAML that parses but breaks a tinyconv limit (aliases, depth, size, an unreadable number)."""
+
+
+def _yaml12_compose_node(self: Any, parent: Any, index: Any) -> Any:
+    if self.check_event(yaml.AliasEvent):
+        mark = self.peek_event().start_mark
+        raise YamlLimitError(f"YAML aliases (*name) are not allowed in tinyconv files{mark}")
+    depth = getattr(self, "_tinyconv_depth", 0)
+    if depth >= MAX_YAML_DEPTH:
+        mark = self.peek_event().start_mark
+        raise YamlLimitError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels{mark}")
+    self._tinyconv_depth = depth + 1
+    try:
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self._tinyconv_depth = depth
+
+
+_Yaml12Loader.compose_node = _yaml12_compose_node  # type: ignore[method-assign]
+
+
 def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+    """Parse YAML 1.2-style (see `_Yaml12Loader`) within the limits above; every failure is a
+    `yaml.YAMLError` so callers can name their file."""
+    if len(text) > MAX_YAML_BYTES:
+        raise YamlLimitError(f"YAML text is {len(text)} characters; the limit is {MAX_YAML_BYTES}")
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, RecursionError, OverflowError) as exc:  # e.g. an int of more than 4300 digits
+        raise YamlLimitError(f"unreadable YAML value: {_show(str(exc))}") from None
 
 
-class ConfigError(ValueError):
+class ConfigError(TinyconvError, ValueError):
     """A configuration value or key is invalid."""
+
+
+def _show(value: Any) -> str:
+    """repr(value), cut to MAX_SHOWN_CHARS so a huge value cannot flood an error message."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 (a value whose repr fails is still reported)
+        text = f"<{type(value).__name__}>"
+    if len(text) > MAX_SHOWN_CHARS:
+        text = text[: MAX_SHOWN_CHARS - 3] + "..." + f" ({len(text)} characters)"
+    return text
 
 
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _range(section: str, obj: Any, name: str, low: float, high: float, *,
+           low_open: bool = False, high_open: bool = False) -> None:
+    """Check that field `name` is a finite number in the interval; the message states it."""
+    value = getattr(obj, name)
+    ok = _is_number(value) and (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+        raise ConfigError(f"{section}.{name} must be in {interval}, got {_show(value)}")
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _ranges(section: str, obj: Any, table: dict[str, tuple[float, float]]) -> None:
+    for name, (low, high) in table.items():
+        _range(section, obj, name, low, high)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +149,13 @@ class FrontendConfig:
                 f"(pymicro-features) is built for {key}={value}",
             )
         _check(
-            self.clip_duration_ms >= self.window_ms,
-            f"frontend.clip_duration_ms must be >= window_ms ({self.window_ms}), got {self.clip_duration_ms}",
+            _is_number(self.clip_duration_ms) and self.clip_duration_ms >= self.window_ms,
+            f"frontend.clip_duration_ms must be >= window_ms ({self.window_ms}), got {_show(self.clip_duration_ms)}",
         )
+        # Up to 10 s: a wake-word window; longer clips only cost memory (98 frames per second).
+        _ranges("frontend", self, {"clip_duration_ms": (self.window_ms, 10_000)})
+        # pymicro-features' fixed 1/25.6 (kept a field so exports record it).
+        _range("frontend", self, "feature_scale", 0.0, 1.0, low_open=True)
 
     @property
     def clip_samples(self) -> int:
@@ -108,13 +190,20 @@ class AugmentConfig:
     max_shift_ms: int = 150
 
     def __post_init__(self) -> None:
-        _check(self.copies_per_clip >= 1, "augment.copies_per_clip must be >= 1")
-        for name in ("noise_probability", "reverb_probability"):
-            value = getattr(self, name)
-            _check(0.0 <= value <= 1.0, f"augment.{name} must be in [0, 1], got {value}")
+        _ranges("augment", self, {
+            "copies_per_clip": (1, 100),
+            "noise_probability": (0.0, 1.0),
+            "reverb_probability": (0.0, 1.0),
+            "snr_db_min": (-30.0, 100.0),
+            "snr_db_max": (-30.0, 100.0),
+            # At least one simulated room even with reverb off: synthesis draws rooms per split.
+            "num_room_impulse_responses": (1, 1000),
+            "gain_db_min": (-60.0, 40.0),
+            "gain_db_max": (-60.0, 40.0),
+            "max_shift_ms": (0, 10_000),
+        })
         _check(self.snr_db_min <= self.snr_db_max, "augment.snr_db_min must be <= snr_db_max")
         _check(self.gain_db_min <= self.gain_db_max, "augment.gain_db_min must be <= gain_db_max")
-        _check(self.max_shift_ms >= 0, "augment.max_shift_ms must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,19 +243,40 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.source in ("synth", "speech_commands"),
-               f"data.source must be 'synth' or 'speech_commands', got {self.source!r}")
+               f"data.source must be 'synth' or 'speech_commands', got {_show(self.source)}")
         _check(bool(self.wake_word.strip()) or self.source != "synth", "data.wake_word must not be empty")
-        _check(0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
+        _check(len(self.wake_word) <= 100,
+               f"data.wake_word must be at most 100 characters, got {_show(self.wake_word)}")
+        _check(bool(self.dataset_dir.strip()), "data.dataset_dir must not be empty")
+        _check(_is_number(self.val_fraction) and _is_number(self.test_fraction)
+               and 0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
                and self.val_fraction + self.test_fraction < 1,
                "data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1")
-        _check(self.num_positive > 0, "data.num_positive must be > 0")
-        _check(0.0 <= self.max_phrase_fraction <= 1.0,
-               f"data.max_phrase_fraction must be in [0, 1], got {self.max_phrase_fraction}")
-        _check(self.random_voices >= 0, f"data.random_voices must be >= 0, got {self.random_voices}")
-        _check(self.confusable_min_phoneme_distance >= 1, "data.confusable_min_phoneme_distance must be >= 1")
+        _ranges("data", self, {
+            "num_positive": (1, 1_000_000),
+            "num_confusable": (0, 1_000_000),
+            "num_other_speech": (0, 1_000_000),
+            "num_background": (0, 1_000_000),
+            "confusable_min_phoneme_distance": (1, 20),
+            "random_voices": (0, 100_000),
+            "max_phrase_fraction": (0.0, 1.0),
+            "seed": (0, 2**31 - 1),  # numpy seeds must be non-negative
+            "num_workers": (0, 1024),
+        })
+        _range("data", self, "silence_fraction", 0.0, 1.0, high_open=True)
+        _range("data", self, "unknown_fraction", 0.0, 1.0, high_open=True)
+        _check(self.silence_fraction + self.unknown_fraction < 1,
+               "data.silence_fraction + data.unknown_fraction must be below 1 (the rest are keywords)")
         _check(len(self.pitch_range) == 2 and self.pitch_range[0] <= self.pitch_range[1],
                "data.pitch_range must be [low, high]")
+        # espeak-ng's pitch is 0-99 and its speed 80-450 words per minute (synth.MAX_WPM).
+        _check(all(_is_number(p) and 0 <= p <= 99 for p in self.pitch_range),
+               f"data.pitch_range values must be in [0, 99], got {_show(list(self.pitch_range))}")
         _check(len(self.speeds_wpm) > 0, "data.speeds_wpm must not be empty")
+        _check(all(_is_number(v) and 80 <= v <= 450 for v in self.speeds_wpm),
+               f"data.speeds_wpm values must be in [80, 450], got {_show(list(self.speeds_wpm))}")
+        _check(all(isinstance(k, str) and k.strip() for k in self.keywords),
+               f"data.keywords must be non-empty words, got {_show(list(self.keywords))}")
 
     @property
     def wake_word_label(self) -> str:
@@ -188,13 +298,16 @@ class ModelConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(0 <= self.strided_blocks <= 4, f"model.strided_blocks must be in [0, 4], got {self.strided_blocks}")
+        _check(bool(self.name.strip()), "model.name must not be empty")
+        _range("model", self, "strided_blocks", 0, 4)
         _check(
-            len(self.time_dilations) == 4 and all(d >= 1 for d in self.time_dilations),
-            f"model.time_dilations must be 4 integers >= 1 (one per block), got {list(self.time_dilations)}",
+            len(self.time_dilations) == 4 and all(_is_number(d) and 1 <= d <= 32 for d in self.time_dilations),
+            f"model.time_dilations must be 4 integers >= 1 and <= 32 (one per block), "
+            f"got {_show(list(self.time_dilations))}",
         )
-        _check(self.width_multiplier > 0, f"model.width_multiplier must be > 0, got {self.width_multiplier}")
-        _check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        # Width 4 is already ~16x the default's parameters; beyond it nothing fits a microcontroller.
+        _range("model", self, "width_multiplier", 0.0, 4.0, low_open=True)
+        _range("model", self, "dropout", 0.0, 1.0, high_open=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,16 +343,33 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "train.epochs must be >= 1")
-        _check(self.batch_size >= 1, "train.batch_size must be >= 1")
-        _check(self.learning_rate > 0, "train.learning_rate must be > 0")
-        _check(self.confusable_weight > 0, f"train.confusable_weight must be > 0, got {self.confusable_weight}")
-        _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(_is_number(self.epochs) and self.epochs >= 1, f"train.epochs must be >= 1, got {_show(self.epochs)}")
+        _check(bool(self.out_dir.strip()), "train.out_dir must not be empty")
+        _ranges("train", self, {
+            "epochs": (1, 10_000),
+            "batch_size": (1, 65_536),
+            "warmup_epochs": (0, 10_000),
+            "time_mask_frames": (0, 1000),
+            "freq_mask_channels": (0, 40),
+            "freq_shift_channels": (0, 40),
+            "confusable_weight": (0.0, 1000.0),
+            # Patience 0 would stop before the first epoch and write no checkpoint.
+            "early_stopping_patience": (1, 10_000),
+            "num_threads": (0, 1024),
+            "seed": (0, 2**31 - 1),
+        })
+        _check(self.confusable_weight > 0, f"train.confusable_weight must be > 0, got {_show(self.confusable_weight)}")
+        # AdamW steps move each weight by about the learning rate: above 1 nothing trains.
+        _range("train", self, "learning_rate", 0.0, 1.0, low_open=True)
+        _range("train", self, "weight_decay", 0.0, 1.0)
+        _range("train", self, "label_smoothing", 0.0, 1.0, high_open=True)
+        _range("train", self, "ema_decay", 0.0, 1.0, high_open=True)
         _check(self.selection_metric in ("accuracy", "wake_recall_at_far", "neg_loss"),
                f"train.selection_metric must be accuracy, wake_recall_at_far or neg_loss, "
-               f"got {self.selection_metric!r}")
-        _check(0 < self.target_far < 1, "train.target_far must be in (0, 1)")
-        _check(self.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {self.device!r}")
+               f"got {_show(self.selection_metric)}")
+        _check(_is_number(self.target_far) and 0 < self.target_far < 1, "train.target_far must be in (0, 1)")
+        _check(self.device in ("auto", "cpu", "cuda"),
+               f"train.device must be auto, cpu or cuda, got {_show(self.device)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,7 +383,10 @@ class QATConfig:
     freeze_bn_epoch: int = 4
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "qat.epochs must be >= 1")
+        _check(_is_number(self.epochs) and self.epochs >= 1, f"qat.epochs must be >= 1, got {_show(self.epochs)}")
+        _ranges("qat", self, {"epochs": (1, 10_000), "freeze_observers_epoch": (0, 10_000),
+                              "freeze_bn_epoch": (0, 10_000)})
+        _range("qat", self, "learning_rate", 0.0, 1.0, low_open=True)
 
 
 # Teacher families distillation knows (tinyconv.trainer.teachers builds them from `transformers`).
@@ -297,29 +430,39 @@ class DistillationConfig:
     alpha_feature: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.temperature > 0, "distill.temperature must be > 0")
-        _check(self.weighting_temperature > 0, "distill.weighting_temperature must be > 0")
+        _range("distill", self, "temperature", 0.0, 100.0, low_open=True)
+        _range("distill", self, "weighting_temperature", 0.0, 100.0, low_open=True)
         _check(self.teacher_size in TEACHER_SIZES,
-               f"distill.teacher_size must be tiny, small or base, got {self.teacher_size!r}")
+               f"distill.teacher_size must be tiny, small or base, got {_show(self.teacher_size)}")
         _check(len(self.teachers) > 0, "distill.teachers must name at least one teacher")
         for name in self.teachers:
             _check(name in TEACHER_KINDS,
-                   f"distill.teachers: unknown teacher {name!r}{_suggest(name, TEACHER_KINDS)}; "
+                   f"distill.teachers: unknown teacher {_show(name)}{_suggest(name, TEACHER_KINDS)}; "
                    f"choose from {', '.join(TEACHER_KINDS)}")
-        _check(len(set(self.teachers)) == len(self.teachers), f"distill.teachers has duplicates: {self.teachers}")
+        _check(len(set(self.teachers)) == len(self.teachers),
+               f"distill.teachers has duplicates: {_show(self.teachers)}")
         # Keys may name a known teacher that is not enabled (the default lists both); typos raise.
         for section, mapping in (("teacher_alignment_layers", self.teacher_alignment_layers),
                                  ("teacher_pretrained_dirs", self.teacher_pretrained_dirs)):
             for name in mapping:
                 _check(name in TEACHER_KINDS,
-                       f"distill.{section}: unknown teacher {name!r}{_suggest(name, TEACHER_KINDS)}; "
+                       f"distill.{section}: unknown teacher {_show(name)}{_suggest(name, TEACHER_KINDS)}; "
                        f"choose from {', '.join(TEACHER_KINDS)}")
-        _check(self.teacher_epochs >= 1, "distill.teacher_epochs must be >= 1")
-        _check(self.teacher_learning_rate > 0, "distill.teacher_learning_rate must be > 0")
-        _check(self.teacher_batch_size >= 1, "distill.teacher_batch_size must be >= 1")
-        _check(self.projector_hidden_dim >= 0, "distill.projector_hidden_dim must be >= 0")
-        for name in ("alpha_ce", "alpha_kd", "alpha_feature"):
-            _check(getattr(self, name) >= 0, f"distill.{name} must be >= 0, got {getattr(self, name)}")
+        _ranges("distill", self, {
+            "teacher_epochs": (1, 10_000),
+            "teacher_batch_size": (1, 65_536),
+            "projector_hidden_dim": (0, 65_536),
+            "alpha_ce": (0.0, 1000.0),
+            "alpha_kd": (0.0, 1000.0),
+            "alpha_feature": (0.0, 1000.0),
+        })
+        _range("distill", self, "teacher_learning_rate", 0.0, 1.0, low_open=True)
+        # Layer indices count hidden states (negative from the end); no teacher or student has 1000.
+        for where, layers in [("student_alignment_layers", self.student_alignment_layers),
+                              *((f"teacher_alignment_layers[{_show(k)}]", v)
+                                for k, v in self.teacher_alignment_layers.items())]:
+            _check(all(_is_number(i) and -1000 <= i <= 1000 for i in layers),
+                   f"distill.{where} values must be in [-1000, 1000], got {_show(list(layers))}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,7 +481,9 @@ class Config:
 _SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config)}  # type: ignore[misc]
 
 
-def _suggest(name: str, options: typing.Iterable[str]) -> str:
+def _suggest(name: Any, options: typing.Iterable[str]) -> str:
+    if not isinstance(name, str) or len(name) > 200:
+        return ""
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -349,23 +494,29 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     args = typing.get_args(annotation)
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be a boolean (true/false), got {value!r}")
+            raise ConfigError(f"{where} must be a boolean (true/false), got {_show(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {_show(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{where} must be a number, got {_show(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {_show(value)}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {_show(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -373,9 +524,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {_show(value)}")
         return {
-            _coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}[{k}]") for k, v in value.items()
+            _coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}[{_show(k)}]") for k, v in value.items()
         }
     if origin in (typing.Union, types.UnionType):
         for arg in args:
@@ -383,19 +534,20 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where} has the wrong type: {value!r}")
+        raise ConfigError(f"{where} has the wrong type: {_show(value)}")
     return value
 
 
 def _build_section(cls: type, values: dict[str, Any], section: str) -> Any:
     if not isinstance(values, dict):
-        raise ConfigError(f"section {section!r} must be a mapping, got {values!r}")
+        raise ConfigError(f"section {section!r} must be a mapping, got {_show(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown key {section}.{key}{_suggest(key, names)}")
+            shown = key if isinstance(key, str) and len(key) <= MAX_SHOWN_CHARS else _show(key)
+            raise ConfigError(f"unknown key {section}.{shown}{_suggest(key, names)}")
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
     return cls(**kwargs)
 
@@ -408,7 +560,7 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
     sections: dict[str, Any] = {}
     for name, values in raw.items():
         if name not in _SECTIONS:
-            raise ConfigError(f"unknown config section {name!r}{_suggest(name, _SECTIONS)}")
+            raise ConfigError(f"unknown config section {_show(name)}{_suggest(name, _SECTIONS)}")
         sections[name] = _build_section(_resolve_section_type(name), values or {}, name)
     return Config(**sections)
 
@@ -435,15 +587,19 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     raw = config_to_dict(config)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
+            raise ConfigError(f"override {_show(item)} must look like section.key=value")
         dotted, text = item.split("=", 1)
         parts = dotted.strip().split(".")
         if len(parts) != 2:
-            raise ConfigError(f"override key {dotted!r} must be section.key")
+            raise ConfigError(f"override key {_show(dotted)} must be section.key")
         section, key = parts
         if section not in _SECTIONS:
-            raise ConfigError(f"unknown config section {section!r}{_suggest(section, _SECTIONS)}")
-        value = yaml_load(text)
+            raise ConfigError(f"unknown config section {_show(section)}{_suggest(section, _SECTIONS)}")
+        try:
+            value = yaml_load(text)
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--set {_show(dotted)}: value {_show(text)} is not valid YAML ({first})") from None
         if isinstance(value, str):
             try:  # YAML 1.1 reads "1e-3" (no dot) as a string; on the command line it means a number
                 value = float(value) if any(c in value for c in "eE.") else value
@@ -457,15 +613,40 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     """Read a YAML config (or the defaults when `path` is None) and apply overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = yaml_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        raw = _read_yaml_file(Path(path))
     config = config_from_dict(raw)
-    return apply_overrides(config, overrides) if overrides else config
+    config = apply_overrides(config, overrides) if overrides else config
+    _check_model_name(config)
+    return config
+
+
+def _read_yaml_file(p: Path) -> Any:
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    size = p.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"config file {p} is {size} bytes; a config is at most {MAX_YAML_BYTES} bytes")
+    try:
+        text = p.read_bytes()[: MAX_YAML_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+
+
+def _check_model_name(config: Config) -> None:
+    """Unknown model names fail at load, before a dataset is synthesized for them. The registry
+    needs torch; where torch is missing (a firmware-only install) the check is left to build time."""
+    try:
+        from tinyconv.models import list_models
+    except ImportError:
+        return
+    names = list_models()
+    if config.model.name not in names:
+        raise ConfigError(f"model.name: unknown model {_show(config.model.name)}"
+                          f"{_suggest(config.model.name, names)}; registered: {', '.join(names)}")
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -478,6 +659,6 @@ def replace(config: Config, **sections: dict[str, Any]) -> Config:
     raw = config_to_dict(config)
     for section, values in sections.items():
         if section not in _SECTIONS:
-            raise ConfigError(f"unknown config section {section!r}{_suggest(section, _SECTIONS)}")
+            raise ConfigError(f"unknown config section {_show(section)}{_suggest(section, _SECTIONS)}")
         raw[section].update(values)
     return config_from_dict(raw)

@@ -119,7 +119,7 @@ def test_config_validates_teacher_names() -> None:
         load_config(None, ["distill.teacher_alignment_layers={conformr: [1]}"])
     with pytest.raises(ConfigError, match="distill.teachers has duplicates"):
         load_config(None, ["distill.teachers=[conformer, conformer]"])
-    with pytest.raises(ConfigError, match="distill.projector_hidden_dim must be >= 0"):
+    with pytest.raises(ConfigError, match=r"distill\.projector_hidden_dim must be in \[0, 65536\], got -1"):
         load_config(None, ["distill.projector_hidden_dim=-1"])
     # The default layer map names both teachers; a single-teacher config must still load.
     assert load_config(None, ["distill.teachers=[conformer]"]).distill.teachers == ("conformer",)

@@ -21,7 +21,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     changes = {"dataset_dir": args.out}
-    if args.wake_word:
+    if args.wake_word is not None:  # `--wake-word ''` must reach the config check, not fall back to the default
         changes["wake_word"] = args.wake_word
     if args.strict:
         changes["strict"] = True
@@ -58,8 +58,13 @@ def _speech_commands(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from tinyconv.data.dataset import load_features
+    from tinyconv.data.manifest import read_manifest
 
     config = load_config(args.config, args.overrides)
+    unhashed = sum(not r.sha256 for r in read_manifest(args.dataset)[0])
+    if unhashed:
+        print(f"note: {unhashed} clips have no sha256 in the manifest (written by an older tinyconv): their content "
+              f"is not verified; re-create the dataset to add it")
     bad = 0
     for split in ("train", "val", "test"):
         fs = load_features(args.dataset, split, config.frontend, strict=args.strict)

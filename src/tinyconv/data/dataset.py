@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyconv.config import FrontendConfig
-from tinyconv.data.audio import AudioError, LoadSummary, load_audio
+from tinyconv.data.audio import AudioError, LoadSummary, file_sha256, load_audio
 from tinyconv.data.manifest import DatasetError, Row, read_manifest, resolve
 from tinyconv.data.synth import parallel_map
 from tinyconv.features import FeatureCache
@@ -40,16 +40,29 @@ _STATE: dict[str, object] = {}
 def _features_for(row: Row) -> tuple[np.ndarray | None, AudioError | None, list[str]]:
     root, frontend, cache = _STATE["root"], _STATE["frontend"], _STATE["cache"]
     assert isinstance(frontend, FrontendConfig) and isinstance(cache, FeatureCache)
+    path = resolve(str(root), row)
     try:
         # Silence-class clips are legitimately near-silent; everything else must carry signal.
-        loaded = load_audio(resolve(str(root), row), frontend.sample_rate_hz,
-                            allow_silent=row.kind in ("background", "silence"))
+        loaded = load_audio(path, frontend.sample_rate_hz, allow_silent=row.kind in ("background", "silence"))
+        if row.sha256:
+            _verify(path, row.sha256)
     except AudioError as err:
         return None, err, []
     notes = list(loaded.notes)
     if len(loaded.samples) != frontend.clip_samples:
         notes.append(f"{'cropped' if len(loaded.samples) > frontend.clip_samples else 'padded'} to window")
     return cache.features(loaded.samples), None, notes
+
+
+def _verify(path: Path, expected: str) -> None:
+    """The clip must be the file the manifest was written for (its label may not fit other audio)."""
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        raise AudioError(path, f"unreadable ({exc.strerror or exc})", "unreadable") from None
+    if actual != expected.lower():
+        raise AudioError(path, f"content changed since the manifest was written (sha256 {actual[:12]}..., manifest "
+                               f"says {expected[:12]}...): its label may not fit; re-create the dataset", "changed")
 
 
 def load_features(

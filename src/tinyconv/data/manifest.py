@@ -7,12 +7,14 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from tinyconv.errors import TinyconvError
+
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.csv"
 LABELS = "labels.json"
 
 
-class DatasetError(ValueError):
+class DatasetError(ValueError, TinyconvError):
     """A dataset folder is missing, malformed or inconsistent."""
 
 
@@ -25,6 +27,10 @@ class Row:
     text: str = ""
     kind: str = ""  # positive, confusable, speech, background, keyword, unknown, silence
     aug: str = ""
+    # sha256 of the clip's file bytes when the manifest was written ("" in manifests from before
+    # this column existed): `tinyconv data check` and feature loading verify it, so a manifest
+    # can never silently label other audio.
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,9 +57,14 @@ def read_manifest(dataset_dir: str | Path) -> tuple[list[Row], DatasetInfo]:
     root = Path(dataset_dir)
     mpath, lpath = root / MANIFEST, root / LABELS
     if not mpath.is_file() or not lpath.is_file():
+        # Where renameat2 is missing, a run killed between its two renames leaves the previous
+        # dataset beside the folder (tinyconv.data.writing); say where.
+        moved = sorted(root.absolute().parent.glob(f".{root.absolute().name}.old-*"))
+        hint = (f"; a killed run left the previous dataset in {moved[-1]}: the next `tinyconv data` run into "
+                f"{root} puts it back (or rename it yourself)") if moved and not root.exists() else ""
         raise DatasetError(
             f"{root} is not a tinyconv dataset (needs {MANIFEST} and {LABELS}); create one with "
-            f"`tinyconv data synth` or `tinyconv data speech-commands`"
+            f"`tinyconv data synth` or `tinyconv data speech-commands`{hint}"
         )
     try:
         raw = json.loads(lpath.read_text())

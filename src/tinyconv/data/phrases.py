@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 
 import numpy as np
+
+from tinyconv.data.tts import run_engine
 
 # Consonant onsets and vowel nuclei used to make near-miss words by substitution.
 _ONSETS = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
@@ -61,7 +62,8 @@ def phonemes(text: str, voice: str = "en-us") -> str:
     """espeak-ng's phoneme string for `text`, stress marks removed ("" when espeak-ng is absent)."""
     if shutil.which("espeak-ng") is None:
         return ""
-    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, text], capture_output=True, text=True).stdout
+    # The text on stdin, not in argv, where a wake word like "-f/etc/passwd" would be an option.
+    out = run_engine(["espeak-ng", "-q", "-x", "-v", voice], text=text).stdout.decode("utf-8", errors="replace")
     return re.sub(r"[\s',_]", "", out)
 
 
@@ -86,7 +88,7 @@ def phonemes_of(texts: list[str], voice: str) -> list[str]:
     if not texts or shutil.which("espeak-ng") is None:
         return [""] * len(texts)
     stdin = "".join(f"{t}.\n" for t in texts)
-    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice], input=stdin, capture_output=True, text=True).stdout
+    out = run_engine(["espeak-ng", "-q", "-x", "-v", voice], text=stdin).stdout.decode("utf-8", errors="replace")
     lines = [re.sub(r"[\s',_]", "", line) for line in out.splitlines() if line.strip()]
     return lines if len(lines) == len(texts) else [phonemes(t, voice) for t in texts]
 

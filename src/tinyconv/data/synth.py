@@ -27,6 +27,7 @@ from tinyconv.data.augment import augment_clip, place, simulate_rirs
 from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
 from tinyconv.data.phrases import confusable_phrases, other_phrases
 from tinyconv.data.tts import Voice, available_voices, random_voices, synthesize
+from tinyconv.data.writing import dataset_writer
 
 NEGATIVE_LABEL = "_negative_"
 
@@ -74,7 +75,8 @@ def parallel_map(
     `state` is copied into the module-global dict named by `state_global` ("module:name"), which
     `fn` reads, in every worker (and here when serial). Workers come from a forkserver, not a fork of this process: forking a process that
     runs threads (torch, tqdm's monitor) can copy a held lock and hang a worker forever, and a
-    dead worker makes ProcessPoolExecutor raise instead of waiting.
+    dead worker makes ProcessPoolExecutor raise instead of waiting. Workers exit when this
+    process dies, even by SIGKILL (tinyconv.data.workers).
     """
     bar = tqdm(total=len(items), desc=desc, unit="clip", leave=False, disable=None)
     try:
@@ -86,13 +88,20 @@ def parallel_map(
             return
         ctx = mp.get_context("forkserver")
         chunk = max(1, min(32, len(items) // (workers * 8)))
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_state,
-                                 initargs=(state or {}, state_global)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(os.getpid(), state or {}, state_global)) as pool:
             for result in pool.map(fn, items, chunksize=chunk):
                 yield result
                 bar.update()
     finally:
         bar.close()
+
+
+def _init_worker(run_pid: int, state: dict[str, Any], state_global: str | None) -> None:
+    from tinyconv.data.workers import die_with_parent
+
+    die_with_parent(run_pid)
+    _set_state(state, state_global)
 
 
 def _set_state(state: dict[str, Any], state_global: str | None) -> None:
@@ -207,16 +216,31 @@ def _augment(job: tuple[int, int]) -> Row:
         info = {"too_long": 1, **info}
     label = st["positive_label"] if u.kind == "positive" else NEGATIVE_LABEL
     rel = f"{u.split}/{u.kind}/{index:06d}_{copy}.wav"
-    write_wav(Path(st["out"]) / rel, samples, config.frontend.sample_rate_hz)
+    sha = write_wav(Path(st["out"]) / rel, samples, config.frontend.sample_rate_hz)
     aug = ";".join(f"{k}={v}" for k, v in info.items())
-    return Row(rel, label, u.split, u.voice.id if u.voice else "", u.text, u.kind, aug)
+    return Row(rel, label, u.split, u.voice.id if u.voice else "", u.text, u.kind, aug, sha)
 
 
 def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Path:
-    """Build the dataset folder (WAVs, manifest.csv, labels.json, config.yaml). Returns its path."""
+    """Build the dataset folder (WAVs, manifest.csv, labels.json, config.yaml). Returns its path.
+
+    The folder is written whole into a temporary sibling and swapped in when complete, under a
+    lock (tinyconv.data.writing): a killed run leaves the previous dataset intact.
+    """
     d = config.data
-    out = Path(out_dir or d.dataset_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir or d.dataset_dir)
+    with dataset_writer(final) as out:
+        rows = _synthesize_into(config, out)
+    too_long = phrase_fit_counts(rows)["too_long"]
+    if too_long:
+        warnings.warn(f"{too_long} wake-word / near-miss clips last longer than {d.max_phrase_fraction:.0%} of the "
+                      f"{config.frontend.clip_duration_ms} ms window even at {MAX_WPM} wpm and are cropped: use a "
+                      f"shorter wake word or a longer frontend.clip_duration_ms", stacklevel=2)
+    return final
+
+
+def _synthesize_into(config: Config, out: Path) -> list[Row]:
+    d = config.data
     voices = available_voices()
     extra = random_voices(d.random_voices, d.seed, out / "espeak-voices") if d.random_voices else []
     plan = plan_utterances(config, voices, extra)
@@ -240,12 +264,7 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label],
                                           positive_label=d.wake_word_label))
     save_config(config, out / "config.yaml")
-    too_long = phrase_fit_counts(rows)["too_long"]
-    if too_long:
-        warnings.warn(f"{too_long} wake-word / near-miss clips last longer than {d.max_phrase_fraction:.0%} of the "
-                      f"{config.frontend.clip_duration_ms} ms window even at {MAX_WPM} wpm and are cropped: use a "
-                      f"shorter wake word or a longer frontend.clip_duration_ms", stacklevel=2)
-    return out
+    return rows
 
 
 def phrase_fit_counts(rows: Iterable[Row]) -> dict[str, int]:

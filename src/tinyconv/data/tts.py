@@ -18,10 +18,34 @@ import numpy as np
 import soundfile as sf
 
 from tinyconv.data.audio import resample, to_int16
+from tinyconv.errors import TinyconvError
+
+# A phrase takes well under a second to speak; a stuck engine must not stall a whole synthesis run.
+TTS_TIMEOUT_S = 60.0
 
 
-class TTSError(RuntimeError):
+class TTSError(TinyconvError):
     """A TTS engine is missing or failed."""
+
+
+def run_engine(cmd: list[str], *, text: str | None = None,
+               timeout_s: float = TTS_TIMEOUT_S) -> subprocess.CompletedProcess[bytes]:
+    """Run a TTS binary (cmd[0]) with `text`, if any, on stdin; never in argv.
+
+    In argv the text would be parsed as options: a wake word "-f/etc/passwd" makes espeak-ng
+    speak that file and "-s200" leaves it waiting on stdin. espeak-ng reads its text from stdin
+    and flite from `-f -` with byte-identical audio, so the text never reaches the option
+    parser. With no text, stdin is /dev/null so nothing can wait on the terminal.
+    """
+    engine = cmd[0]
+    try:
+        if text is None:
+            return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+        return subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=timeout_s)
+    except FileNotFoundError as exc:
+        raise TTSError(f"TTS engine {engine} is not installed (not found on PATH): apt-get install {engine}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise TTSError(f"TTS engine {engine} did not finish within {timeout_s:g} s") from exc
 
 
 @dataclass(frozen=True)
@@ -51,7 +75,10 @@ def espeak_voice_files() -> dict[str, str]:
     """
     if shutil.which("espeak-ng") is None:
         return {}
-    out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, check=True).stdout
+    proc = run_engine(["espeak-ng", "--voices=en"])
+    if proc.returncode != 0:
+        raise TTSError(f"espeak-ng --voices=en failed: {proc.stderr.decode(errors='replace')[:200]}")
+    out = proc.stdout.decode(errors="replace")
     files: dict[str, str] = {}
     for line in out.splitlines()[1:]:
         cols = line.split()
@@ -164,7 +191,7 @@ def random_voices(count: int, seed: int, folder: Path) -> list[Voice]:
 def flite_voices() -> tuple[str, ...]:
     if shutil.which("flite") is None:
         return ()
-    out = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
+    out = run_engine(["flite", "-lv"]).stdout.decode(errors="replace")
     names = out.split(":", 1)[-1].split()
     # awb_time / kal16 duplicate other timbres (time-only / 16 kHz kal).
     return tuple(n for n in names if n not in ("awb_time", "kal16"))
@@ -182,10 +209,10 @@ def synthesize(text: str, voice: Voice, *, speed_wpm: int, pitch: int, sample_ra
     """Speak `text` with `voice` -> int16 mono at `sample_rate_hz`, leading/trailing silence trimmed."""
     if voice.engine == "espeak-ng":
         name = espeak_voice_files().get(voice.name, voice.name) + (f"+{voice.variant}" if voice.variant else "")
-        cmd = ["espeak-ng", "-v", name, "-s", str(speed_wpm), "-p", str(pitch), "--stdout", text]
+        cmd = ["espeak-ng", "-v", name, "-s", str(speed_wpm), "-p", str(pitch), "--stdout"]
         if voice.data_path:
             cmd.insert(1, f"--path={voice.data_path}")
-        proc = subprocess.run(cmd, capture_output=True)
+        proc = run_engine(cmd, text=text)
         if proc.returncode != 0 or not proc.stdout:
             raise TTSError(f"espeak-ng failed for voice {name}: {proc.stderr.decode(errors='replace')[:200]}")
         audio, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
@@ -193,8 +220,9 @@ def synthesize(text: str, voice: Voice, *, speed_wpm: int, pitch: int, sample_ra
         with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
             # flite has no pitch flag; speed via duration stretch (1.0 = 160 wpm-ish).
             stretch = f"{160.0 / speed_wpm:.3f}"
-            cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch}", "-t", text, "-o", tmp.name]
-            proc = subprocess.run(cmd, capture_output=True)
+            # `-f -`: the text from stdin (see run_engine); flite's -t would take it from argv.
+            cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch}", "-f", "-", "-o", tmp.name]
+            proc = run_engine(cmd, text=text)
             if proc.returncode != 0:
                 raise TTSError(f"flite failed for voice {voice.name}: {proc.stderr.decode(errors='replace')[:200]}")
             audio, rate = sf.read(tmp.name, dtype="float32")

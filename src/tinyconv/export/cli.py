@@ -13,7 +13,12 @@ def add_parsers(subparsers: Any) -> None:
         description="Export a float (post-training quantized) or QAT checkpoint for microcontrollers.",
     )
     parser.add_argument("checkpoint", help="checkpoint file written by `tinyconv train`")
-    parser.add_argument("--formats", default="tflite,onnx,c", help="comma-separated: tflite,onnx,c (default: all)")
+    parser.add_argument(
+        "--formats",
+        default=None,
+        help="comma-separated: tflite,onnx,c,esphome (default: tflite,onnx,c; esphome,c for a streaming "
+        "checkpoint: <name>.tflite + <name>.json for ESPHome micro_wake_word)",
+    )
     parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
     parser.add_argument(
         "--num-calibration",

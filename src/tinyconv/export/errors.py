@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tinyconv.errors import TinyconvError
 
-class ExportError(ValueError):
+
+class ExportError(TinyconvError, ValueError):
     """A checkpoint cannot be exported, or an exported file fails its self-check."""

@@ -25,7 +25,9 @@ import torch
 from tinyconv.export.errors import ExportError
 from tinyconv.export.source import SourceCheckpoint, build_float_model, build_qat_model, read_checkpoint
 
-FORMATS = ("tflite", "onnx", "c")
+FORMATS = ("tflite", "onnx", "c", "esphome")
+# The default for window models; streaming checkpoints default to esphome + c (export/esphome.py).
+WINDOW_FORMATS = ("tflite", "onnx", "c")
 MANIFEST_FORMAT_VERSION = 1
 TFLITE_NAME = "model_int8.tflite"
 ONNX_INT8_NAME = "model_int8.onnx"
@@ -93,17 +95,59 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ExportError(f"output folder {out_dir} is not writable: {parent} is a file")
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"output folder {out_dir} is not writable: it exists and is a file")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file():
-        raise ExportError(
-            f"output folder {out_dir} is not empty and holds no previous export ({MANIFEST_NAME}); "
-            "refusing to replace it"
-        )
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        _check_previous_export(out_dir)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"output folder {out_dir} is not writable: {exc}") from exc
     if not os.access(parent, os.W_OK):
         raise ExportError(f"output folder {out_dir} is not writable: no write permission on {parent}")
+
+
+# Entries of an export folder the exporter may replace besides the files its manifest lists:
+# `tinyconv simulate` writes its report into EXPORT_DIR/sim by default, and it describes the
+# export being replaced.
+_REPLACEABLE_EXTRAS = ("sim",)
+
+
+def _check_previous_export(out_dir: Path) -> None:
+    """Refuse to replace a non-empty folder unless it is a previous export of ours.
+
+    The whole folder is swapped out and deleted, so "holds a manifest.json" is not enough (a
+    dataset or a web project has one too): the manifest must be this exporter's (JSON object,
+    a known format_version, files and source_checkpoint), and the folder may hold only the files
+    it lists. Anything else is left untouched.
+    """
+    manifest_path = out_dir / MANIFEST_NAME
+    refuse = f"output folder {out_dir} is not empty and"
+    if not manifest_path.is_file():
+        raise ExportError(f"{refuse} holds no previous export ({MANIFEST_NAME}); refusing to replace it")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ExportError(f"{refuse} its {MANIFEST_NAME} is not a tinyconv export manifest ({exc}); "
+                          "refusing to replace it") from exc
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    ours = (
+        isinstance(manifest, dict)
+        and type(version) is int
+        and 1 <= version <= MANIFEST_FORMAT_VERSION
+        and isinstance(manifest.get("files"), dict)
+        and isinstance(manifest.get("source_checkpoint"), dict)
+    )
+    if not ours:
+        raise ExportError(f"{refuse} its {MANIFEST_NAME} is not a tinyconv export manifest (format_version "
+                          f"{MANIFEST_FORMAT_VERSION} with files and source_checkpoint); refusing to replace it")
+    listed = set(manifest["files"]) | {MANIFEST_NAME}
+    foreign = sorted(
+        e.name for e in out_dir.iterdir()
+        if not (e.name in listed and e.is_file() and not e.is_symlink()) and e.name not in _REPLACEABLE_EXTRAS
+    )
+    if foreign:
+        raise ExportError(f"{refuse} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which the "
+                          f"previous export did not write; move {'it' if len(foreign) == 1 else 'them'} or choose "
+                          "another --out (refusing to replace it)")
 
 
 def _representative(src: SourceCheckpoint, representative: np.ndarray | None, count: int) -> np.ndarray:
@@ -173,13 +217,14 @@ def export_checkpoint(
     checkpoint_path: str | Path,
     out_dir: str | Path,
     *,
-    formats: str | Sequence[str] = FORMATS,
+    formats: str | Sequence[str] | None = None,
     representative: np.ndarray | None = None,
     num_calibration: int = DEFAULT_NUM_CALIBRATION,
 ) -> ExportResult:
     """Export a float (PTQ) or QAT checkpoint; returns where the files are and what they hold.
 
-    `formats`: any of tflite, onnx, c. The INT8 .tflite is always written: the manifest's
+    `formats`: any of tflite, onnx, c, esphome (None: tflite,onnx,c, or esphome,c for a
+    streaming checkpoint; esphome is export/esphome.py's stateful model). The INT8 .tflite is always written: the manifest's
     quantization and arena size describe it, and the C arrays embed it. `representative`:
     float features [N, frames, channels] for PTQ calibration (default: a seeded subset of the
     training split of config.data.dataset_dir); a QAT checkpoint keeps its learned ranges.
@@ -190,7 +235,11 @@ def export_checkpoint(
     from tinyconv.export.tflm import measure_arena_bytes, run_tflm
     from tinyconv.models.quant import fold_tiny_conv
 
-    wanted = parse_formats(formats)
+    from tinyconv.export.esphome import export_esphome, route_formats
+
+    wanted = route_formats(checkpoint_path, formats)
+    if "esphome" in wanted:
+        return export_esphome(checkpoint_path, out_dir, with_c="c" in wanted, representative=representative)  # type: ignore[return-value]
     out_dir = Path(out_dir).resolve()
     _check_out_dir(out_dir)
     src = read_checkpoint(checkpoint_path)

@@ -18,6 +18,7 @@ import numpy as np
 
 from tinyconv.config import FrontendConfig
 from tinyconv.features import clip_features, features_to_int8
+from tinyconv.data.workers import die_with_parent
 from tinyconv.firmware_sim.errors import ModelError
 from tinyconv.firmware_sim.runtimes import Runner, dequantize, make_runner
 from tinyconv.metrics import confusion_matrix, per_class, softmax
@@ -101,7 +102,8 @@ def run_clips(specs: list[RunnerSpec], paths: list[str], *, frontend: FrontendCo
         results = [_work(j) for j in jobs]
     else:
         ctx = mp.get_context("spawn")
-        with ctx.Pool(workers) as pool:
+        # Workers exit when the run dies (a SIGKILL would otherwise orphan the pool).
+        with ctx.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             it = pool.imap(_work, jobs)
             if progress:
                 from tqdm import tqdm

@@ -49,6 +49,9 @@ def resolve_target(target: str | Path) -> ExportFiles:
             manifest = read_export_manifest(mpath)  # structure, labels and every file's sha256
         files = {n: (p / n if (p / n).is_file() else None)
                  for n in ("model_int8.tflite", "model_int8.onnx", "model_float.onnx")}
+        esphome = manifest.get("esphome")  # an ESPHome export: <name>.tflite is the streaming model
+        if files["model_int8.tflite"] is None and isinstance(esphome, dict) and (p / str(esphome.get("model"))).is_file():
+            files["model_int8.tflite"] = p / str(esphome["model"])
         if not any(files.values()):
             raise ModelError(f"{p}: no model_int8.tflite, model_int8.onnx or model_float.onnx "
                              f"(is this a `tinyconv export` directory?)")
@@ -160,7 +163,12 @@ def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | No
         specs.append(RunnerSpec(name, onnx_path=str(path), input_quant=quant_in, output_quant=quant_out))
 
     dataset = dataset_dir or files.manifest.get("dataset_dir")
-    if dataset is not None:
+    if dataset is not None and model is not None and model.is_streaming:
+        # A stateful streaming model (ESPHome export) takes 3 new frames per invoke, not clips:
+        # it is evaluated as the firmware runs it, on streams built from the test split.
+        report["streaming"] = _streaming_from_dataset(model, host.arena_bytes, Path(dataset),
+                                                      files.manifest.get("positive_label"))
+    elif dataset is not None:
         from tinyconv.firmware_sim.accuracy import evaluate_dataset
 
         acc = evaluate_dataset(specs, dataset, labels=files.manifest.get("labels"), workers=workers,

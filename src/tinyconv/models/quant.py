@@ -25,7 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tinyconv.models.streaming import StreamTinyConv
 from tinyconv.models.tinyconv import ConvBNReLU, TinyConvWakeword
+
+# Architectures built only from ConvBNReLU units (+ pooling/slicing and one Linear): fusable.
+_FUSABLE = (TinyConvWakeword, StreamTinyConv)
 
 PINNED_VERSIONS = {"torch": "2.13.0", "torchao": "0.18.0", "litert-torch": "0.10.0"}
 
@@ -34,8 +38,10 @@ PINNED_VERSIONS = {"torch": "2.13.0", "torchao": "0.18.0", "litert-torch": "0.10
 _EXAMPLE_BATCH = 2
 _MAX_BATCH = 1 << 16
 
+from tinyconv.errors import TinyconvError
 
-class QuantizationError(ValueError):
+
+class QuantizationError(TinyconvError, ValueError):
     """A model cannot be fused or quantized (unsupported architecture or layer)."""
 
 
@@ -110,9 +116,9 @@ class FusedConvBNReLU2d(nn.Module):
 
 def check_supported(model: nn.Module) -> TinyConvWakeword:
     """The model if QAT fusion supports it, else a QuantizationError naming what is not."""
-    if not isinstance(model, TinyConvWakeword):
+    if not isinstance(model, _FUSABLE):
         raise QuantizationError(
-            f"QAT fusion supports TinyConv V1/V2 (TinyConvWakeword) only; got architecture "
+            f"QAT fusion supports TinyConv V1/V2 (TinyConvWakeword, StreamTinyConv) only; got architecture "
             f"{type(model).__name__!r}"
         )
     inside_units: set[int] = set()
@@ -190,7 +196,7 @@ def _drop_dropout(model: TinyConvWakeword) -> None:
 
 
 def _is_fused(model: nn.Module) -> bool:
-    return isinstance(model, TinyConvWakeword) and any(isinstance(m, FusedConvBNReLU2d) for m in model.modules())
+    return isinstance(model, _FUSABLE) and any(isinstance(m, FusedConvBNReLU2d) for m in model.modules())
 
 
 # --------------------------------------------------------------------------------------------

@@ -184,5 +184,8 @@ def build_model(model_config: ModelConfig, num_classes: int, frontend: FrontendC
         kwargs["width_multiplier"] = model_config.width_multiplier
         kwargs["strided_blocks"] = model_config.strided_blocks
         kwargs["time_dilations"] = model_config.time_dilations
+    elif model_config.name == "stream_tinyconv":  # the streamable family (models/streaming.py)
+        kwargs["use_depthwise"] = model_config.tiny_conv_use_depthwise
+        kwargs["width_multiplier"] = model_config.width_multiplier
     return create_model(model_config.name, **kwargs)
 

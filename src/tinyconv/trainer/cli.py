@@ -19,7 +19,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.qat:
         config = replace(config, qat={"enabled": True})
     t0 = time.perf_counter()
-    result = train(config, resume=args.resume, init_checkpoint=args.init)
+    result = train(config, resume=args.resume, init_checkpoint=args.init, overwrite=args.overwrite)
     print(f"best {config.train.selection_metric} {result.best_metric:.4f} at epoch {result.best_epoch + 1}; "
           f"{result.epochs_run} epochs in {time.perf_counter() - t0:.0f} s "
           f"({result.clips_per_second:.0f} clips/s); checkpoint {result.checkpoint_path}")
@@ -51,7 +51,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     config = load_config(args.config or "configs/quickstart.yaml" if args.config or _default_exists() else None,
                          args.overrides)
-    if args.wake_word:
+    if args.wake_word is not None:  # `--wake-word ''` must reach the config check, not fall back to the default
         config = replace(config, data={"wake_word": args.wake_word})
     t0 = time.perf_counter()
     result = quickstart(config)
@@ -84,6 +84,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--out", help="run folder (train.out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in OUT (checkpoint.pt, last.pt, config.yaml); without it, or "
+                        "--resume, a folder holding a run is refused")
     p.add_argument("--init", help="start from this checkpoint's weights (e.g. a float model before QAT)")
     p.add_argument("--qat", action="store_true", help="quantization-aware training (sets qat.enabled)")
     p.set_defaults(func=_train)
@@ -95,14 +98,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="report folder (default: next to the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_eval)
-    p = sub.add_parser("quickstart", help="synthesize data, train TinyConv V2, evaluate (the main job)")
+    p = sub.add_parser("quickstart", help="synthesize data, train TinyConv V2, evaluate (the main job); "
+                                          "a re-run replaces the model in its run folder (train.out_dir)")
     p.add_argument("--wake-word", help="wake word (default from configs/quickstart.yaml)")
     add_config_args(p)
     p.set_defaults(func=_quickstart)
-    try:
-        from tinyconv.trainer.teacher_cli import add_parsers as add_teacher_parsers
-    except ModuleNotFoundError as exc:  # distillation not installed in this checkout
-        if not (exc.name or "").startswith("tinyconv"):
-            raise
-    else:
-        add_teacher_parsers(sub)
+    from tinyconv.trainer.teacher_cli import add_parsers as add_teacher_parsers
+
+    add_teacher_parsers(sub)

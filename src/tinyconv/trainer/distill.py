@@ -21,6 +21,7 @@ to logit-only (CE + KD) with a warning.
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from tinyconv.config import Config
 from tinyconv.data.dataset import FeatureSet
 from tinyconv.checkpoint import atomic_save
-from tinyconv.trainer.loop import LAST, Trainer, TrainResult
+from tinyconv.trainer.loop import LAST, Trainer, TrainResult, load_training_state
 from tinyconv.trainer.teachers import (
     Teacher,
     TeacherError,
@@ -47,8 +48,10 @@ from tinyconv.trainer.teachers import (
 
 CACHE_FORMAT = 1
 
+from tinyconv.errors import TinyconvError
 
-class DistillationError(ValueError):
+
+class DistillationError(TinyconvError, ValueError):
     """Distillation is configured in a way that cannot run."""
 
 
@@ -189,10 +192,12 @@ class TeacherCache:
             if p.is_file():
                 try:
                     entry = torch.load(p, map_location="cpu", weights_only=True)
-                    if entry.get("format") == CACHE_FORMAT:
+                    if isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT:
                         entries[i] = entry
                         continue
-                except (RuntimeError, EOFError, OSError):  # a corrupt file is recomputed, not fatal
+                # A corrupt file, or one holding more than plain data (the weights-only unpickler
+                # refuses it with UnpicklingError and runs nothing), is recomputed, not fatal.
+                except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
                     pass
             missing.append(i)
         self.teacher.eval()
@@ -376,7 +381,7 @@ class DistillationTrainer(Trainer):
     def fit(self, resume: bool = False) -> TrainResult:
         last = self.out_dir / LAST
         if resume and last.is_file():
-            state = torch.load(last, map_location=self.device, weights_only=False)
+            state = load_training_state(last, self.device)
             if "projectors" in state:
                 self.projectors.load_state_dict(state["projectors"])
         return super().fit(resume=resume)

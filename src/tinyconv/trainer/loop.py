@@ -7,12 +7,13 @@ from (seed, epoch), so a run resumed after a kill ends with the same weights as 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,86 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tinyconv.config import Config, save_config
+from tinyconv.config import Config, ModelConfig, config_to_dict, save_config
+from tinyconv.errors import TinyconvError
 from tinyconv.data.dataset import FeatureSet
 from tinyconv.metrics import classification_report
 from tinyconv.models import build_model
-from tinyconv.checkpoint import Checkpoint, atomic_save, save_checkpoint
+from tinyconv.checkpoint import Checkpoint, CheckpointError, atomic_save, load_torch_file, save_checkpoint
 
 BEST = "checkpoint.pt"
 LAST = "last.pt"
+CONFIG = "config.yaml"
+# A folder holding any of these holds a training run: `train` refuses it without --resume/--overwrite.
+RUN_FILES = (BEST, LAST, CONFIG)
+# Held (flock) by the training process for the whole run; a second `train` into the folder fails.
+LOCK = ".train.lock"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not locked there
+    fcntl = None  # type: ignore[assignment]
+
+
+class RunFolderError(TinyconvError):
+    """The run folder is taken: an earlier run, a run in progress, or a run of another model."""
+
+
+class TrainingDivergedError(TinyconvError):
+    """The training or validation loss became NaN or infinite."""
+
+
+@contextlib.contextmanager
+def run_folder(out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Iterator[Path]:
+    """Claim `out_dir` for one training run, for the duration of the `with` block.
+
+    Locks `out_dir/.train.lock` (another process training into the folder makes this raise), then
+    refuses a folder that already holds a run (checkpoint.pt, last.pt or config.yaml) unless
+    `resume` (continue it from last.pt) or `overwrite` (its run files are deleted now). Only rank 0
+    of a distributed run claims the folder (it is the one that writes there).
+    """
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other: choose one")
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield out
+        return
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"run folder {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a+", encoding="utf-8") as lock:
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                pid = lock.read().strip()[:20]
+                raise RunFolderError(f"another tinyconv process{f' (pid {pid})' if pid else ''} is training into "
+                                     f"{out} (it holds {out / LOCK}); wait for it or choose another --out") from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found and not resume:
+            if not overwrite:
+                raise RunFolderError(f"{out} already holds a training run ({', '.join(found)}): pass --resume to "
+                                     f"continue it, --overwrite to replace it, or choose another --out")
+            for name in (*RUN_FILES, "history.json"):
+                (out / name).unlink(missing_ok=True)
+        yield out  # the lock is released when the file closes
+
+
+def describe_model_difference(saved: Any, current: ModelConfig) -> str:
+    """'model X (width_multiplier 1.0, ...)' for a saved `model` config section (plain dict), naming
+    the values that differ from `current`; '' when the saved section is unknown."""
+    if not isinstance(saved, dict):
+        return ""
+    now = config_to_dict(Config(model=current))["model"]
+    diffs = [f"{k} {saved[k]!r} (this run: {now[k]!r})" for k in now if k in saved and saved[k] != now[k]
+             and k != "name"]
+    name = saved.get("name", "?")
+    return f"model {name!r}" + (f" with {', '.join(diffs)}" if diffs else "")
 
 
 @dataclass
@@ -122,6 +195,14 @@ class WeightEMA:
         """An eval-mode copy of the module holding the averaged weights."""
         self.model.load_state_dict(self.shadow)
         return self.model.eval()
+
+
+def load_training_state(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """`last.pt` loaded weights-only (no code runs from a crafted file), checked to be a training state."""
+    state = load_torch_file(path, what="training state", map_location=device)
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "epoch"} <= state.keys():
+        raise CheckpointError(f"{path} is not a tinyconv training state (last.pt); delete it or train without --resume")
+    return state
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -245,21 +326,20 @@ class Trainer:
             "history": history, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "kind": self.kind,
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            # Which model and settings wrote this state: a resume with another model names them.
+            "config": config_to_dict(self.config),
         }
 
     def fit(self, resume: bool = False) -> TrainResult:
         tc = self.config.train
         main = self.rank == 0
-        if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.out_dir / "config.yaml")
         start, best, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
         last = self.out_dir / LAST
         if resume and last.is_file():
-            state = torch.load(last, map_location=self.device, weights_only=False)
+            state = load_training_state(last, self.device)
             if state.get("kind") != self.kind:
                 raise ValueError(f"{last} is a {state.get('kind')} run; cannot resume it as {self.kind}")
-            self.module.load_state_dict(state["model"])
+            self._load_resumed_model(last, state)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if self.ema is not None:
@@ -268,6 +348,9 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
             bad_epochs, history = state["bad_epochs"], state["history"]
+        if main:  # only now: a refused --resume leaves the run's config.yaml as it was
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out_dir / CONFIG)
         seen, t_train = 0, 0.0
         epoch = start - 1
         for epoch in range(start, self.epochs):
@@ -293,17 +376,23 @@ class Trainer:
                     x = spec_augment(x, g, tc.time_mask_frames, tc.freq_mask_channels)
                 x, y = x.to(self.device), self.y[idx].to(self.device)
                 loss = self.compute_loss(self.model, x, y, idx)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop before the step spreads it to the weights
+                    raise self._diverged(f"training loss is {loss_value} at epoch {epoch + 1}, "
+                                         f"batch {step + 1} of {self.steps_per_epoch}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update(self.module)
-                total_loss += loss.item()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                total_loss += loss_value
+                bar.set_postfix(loss=f"{loss_value:.3f}")
             t_train += time.perf_counter() - t0
             seen += len(perm) * self.world
             report = self.evaluate(self.val_set)
+            if not math.isfinite(report["loss"]):
+                raise self._diverged(f"validation loss is {report['loss']} after epoch {epoch + 1}")
             metric = self._metric(report)
             row = {"epoch": epoch, "train_loss": total_loss / self.steps_per_epoch, "val_loss": report["loss"],
                    "val_accuracy": report["accuracy"], "val_metric": metric,
@@ -323,8 +412,37 @@ class Trainer:
                 tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {report['loss']:.4f}, "
                            f"val acc {report['accuracy']:.4f}, {tc.selection_metric} {metric:.4f}"
                            + (" *" if best_epoch == epoch else ""))
+        if main and not (self.out_dir / BEST).is_file():
+            raise TrainingDivergedError(f"no epoch produced a usable model, so {self.out_dir / BEST} was not written "
+                                        f"(validation {tc.selection_metric}: "
+                                        f"{[round(r['val_metric'], 4) for r in history]})")
         return TrainResult(self.out_dir / BEST, best, best_epoch, epoch + 1, history,
                            clips_per_second=seen / t_train if t_train else 0.0)
+
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        key = "qat.learning_rate" if self.kind == "qat" else "train.learning_rate"
+        kept = (f"the last good checkpoint {self.out_dir / BEST} and {LAST} are kept"
+                if (self.out_dir / BEST).is_file() else "no checkpoint was written")
+        return TrainingDivergedError(f"{what}: training diverged; lower {key} (now {self.learning_rate:g}); {kept}")
+
+    def _load_resumed_model(self, last: Path, state: dict[str, Any]) -> None:
+        """Load last.pt's weights; a run of another model is one clear line, not a page of shapes."""
+        try:
+            self.module.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            saved = state.get("config") if isinstance(state.get("config"), dict) else None
+            if saved is None and (self.out_dir / CONFIG).is_file():  # last.pt from before it held its config
+                from tinyconv.config import yaml_load
+
+                with contextlib.suppress(Exception):
+                    saved = yaml_load((self.out_dir / CONFIG).read_text())
+            was = describe_model_difference((saved or {}).get("model") if isinstance(saved, dict) else None,
+                                            self.config.model)
+            raise RunFolderError(
+                f"cannot resume {last}: it was written for {was or 'another model'}, and its weights do not fit "
+                f"this run's model {self.config.model.name!r}; resume with the run's own config "
+                f"(--config {self.out_dir / CONFIG}) or train into another --out"
+            ) from exc
 
     def _save_best(self, report: dict[str, Any], epoch: int) -> None:
         metrics = {"epoch": epoch, "val_accuracy": report["accuracy"], "val_loss": report["loss"]}

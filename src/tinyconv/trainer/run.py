@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tinyconv.config import Config, replace
+from tinyconv.config import Config, config_to_dict, replace
 from tinyconv.data.dataset import FeatureSet, load_features
 from tinyconv.metrics import classification_report
 from tinyconv.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from tinyconv.trainer.loop import Trainer, TrainResult
+from tinyconv.trainer.loop import Trainer, TrainResult, describe_model_difference, run_folder
 
 
 def load_splits(config: Config, splits: tuple[str, ...] = ("train", "val")) -> dict[str, FeatureSet]:
@@ -37,19 +37,51 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
 
 
 def train(config: Config, *, resume: bool = False, init_checkpoint: str | Path | None = None,
-          data: dict[str, FeatureSet] | None = None) -> TrainResult:
+          data: dict[str, FeatureSet] | None = None, overwrite: bool = False) -> TrainResult:
     """Float training, or QAT fine-tuning when `config.qat.enabled` (from `init_checkpoint` if given),
-    or distillation when `config.distill.enabled`."""
+    or distillation when `config.distill.enabled`.
+
+    `train.out_dir` is locked for the run; one that already holds a run is refused unless `resume`
+    (continue from its last.pt) or `overwrite` (replace it): see `loop.run_folder`.
+    """
+    with run_folder(config.train.out_dir, resume=resume, overwrite=overwrite):
+        return _train(config, resume=resume, init_checkpoint=init_checkpoint, data=data)
+
+
+def init_model(config: Config, init_checkpoint: str | Path, labels: list[str]) -> nn.Module:
+    """This run's model holding the weights of `init_checkpoint` (a float checkpoint of the same
+    architecture trained on the same labels); anything else is refused here, not at export."""
+    init = load_checkpoint(init_checkpoint)
+    if init.labels != labels:
+        raise CheckpointError(f"--init {init_checkpoint} was trained on labels {init.labels}, "
+                              f"the dataset has {labels}")
+    if init.kind != "float":
+        raise CheckpointError(f"--init {init_checkpoint} is a {init.kind} checkpoint; start from a float checkpoint")
+    from tinyconv.models import build_model
+
+    model = build_model(config.model, len(labels), config.frontend)
+    try:
+        model.load_state_dict(init.state_dict)
+    except RuntimeError:
+        was = describe_model_difference(config_to_dict(init.config)["model"], config.model)
+        raise CheckpointError(
+            f"--init {init_checkpoint} holds weights for {was}, which do not fit this run's model "
+            f"{config.model.name!r}: set the same model.* values as that checkpoint, or drop --init"
+        ) from None
+    return model
+
+
+def _train(config: Config, *, resume: bool, init_checkpoint: str | Path | None,
+           data: dict[str, FeatureSet] | None) -> TrainResult:
+    # Refuse a bad --init before minutes of feature loading.
+    if init_checkpoint is not None:
+        load_checkpoint(init_checkpoint)
     data = data or load_splits(config)
     out = Path(config.train.out_dir)
     model = None
     kwargs: dict[str, Any] = {}
     if init_checkpoint is not None:
-        init = load_checkpoint(init_checkpoint)
-        if init.labels != data["train"].labels:
-            raise CheckpointError(f"{init_checkpoint} was trained on labels {init.labels}, "
-                                  f"the dataset has {data['train'].labels}")
-        model = init.build_model()
+        model = init_model(config, init_checkpoint, data["train"].labels)
     if config.qat.enabled:
         from tinyconv.trainer.qat import prepare_model_for_qat, qat_epoch_hook, qat_state_for_checkpoint
 
@@ -123,7 +155,16 @@ class QuickstartResult:
 
 
 def quickstart(config: Config) -> QuickstartResult:
-    """Synthesize data for the wake word, train the V2 student, evaluate on the held-out voices."""
+    """Synthesize data for the wake word, train the V2 student, evaluate on the held-out voices.
+
+    The quickstart owns `train.out_dir`: a re-run replaces the model trained there by the last one
+    (the folder stays locked while it runs, so two quickstarts cannot interleave).
+    """
+    with run_folder(config.train.out_dir, overwrite=True):
+        return _quickstart(config)
+
+
+def _quickstart(config: Config) -> QuickstartResult:
     from tinyconv.data.synth import synthesize_dataset
 
     seconds: dict[str, float] = {}
@@ -134,7 +175,7 @@ def quickstart(config: Config) -> QuickstartResult:
     data = load_splits(config)
     seconds["features"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = train(config, data=data)
+    result = _train(config, resume=False, init_checkpoint=None, data=data)
     seconds["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ev = evaluate_checkpoint(result.checkpoint_path, split="test")

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinyconv.config import TEACHER_KINDS, TEACHER_SIZES, Config
-from tinyconv.checkpoint import atomic_save
+from tinyconv.checkpoint import atomic_save, load_torch_file
 
 TEACHER_META = "tinyconv_teacher.json"
 TEACHER_HEAD = "head.pt"
@@ -50,8 +50,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 assert set(PRESETS) == set(TEACHER_SIZES)
 
+from tinyconv.errors import TinyconvError
 
-class TeacherError(ValueError):
+
+class TeacherError(TinyconvError, ValueError):
     """A teacher cannot be built, loaded or queried as configured."""
 
 
@@ -211,7 +213,7 @@ def load_teacher(local_dir: str | Path, *, kind: str | None = None, labels: Sequ
         raise TeacherError(f"teacher at {path} was trained on labels {meta['labels']}, "
                            f"the dataset has {list(labels)}; retrain it with `tinyconv teacher train`")
     teacher = Teacher(meta["kind"], load_backbone(meta["kind"], path), meta["num_classes"], meta["labels"])
-    teacher.head.load_state_dict(torch.load(path / TEACHER_HEAD, map_location="cpu", weights_only=True))
+    teacher.head.load_state_dict(load_torch_file(path / TEACHER_HEAD, what="teacher head"))
     return teacher.eval()
 
 

@@ -34,8 +34,10 @@ FINAL = (SUCCEEDED, FAILED, CANCELLED, LOST)
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
 
+from tinyconv.errors import TinyconvError
 
-class JobError(ValueError):
+
+class JobError(TinyconvError, ValueError):
     """A job cannot be started, found or cancelled."""
 
 

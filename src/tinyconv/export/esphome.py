@@ -1,0 +1,770 @@
+"""ESPHome `micro_wake_word` export: a stateful INT8 streaming .tflite and its manifest v2 .json.
+
+What ESPHome loads (DESIGN.md section 6, measured on its source and on microWakeWord v2 files):
+input 0 int8 [1, 3, 40] (it quantizes the frontend's uint16 value itself as
+(v * 256 + 333) // 666 - 128, i.e. scale 26/255, zero point -128), output 0 uint8 [1, 1] (the
+probability), state in at most 20 int8 resource variables (VAR_HANDLE / READ_VARIABLE /
+ASSIGN_VARIABLE, initialized by a CALL_ONCE subgraph), and only the 20 ops of its resolver.
+
+Why TensorFlow: litert-torch turns in-place buffer updates into extra model inputs/outputs
+(its KV-cache scheme), which ESPHome cannot feed. A TensorFlow graph whose ring buffers are
+`tf.Variable`s converts to exactly the op pattern microWakeWord's files use: per layer
+READ_VARIABLE -> CONCATENATION(state, new) -> STRIDED_SLICE -> ASSIGN_VARIABLE, then the conv on
+the concatenated window. The graph is built from the PyTorch weights (BN folded into each conv)
+of `StreamingTinyConv`, the streaming form of `stream_tinyconv`; tensorflow is imported only
+here, lazily (`pip install tensorflow-cpu==2.21.0`, pinned in pyproject.toml).
+
+The converter calibrates every activation and state range on a representative feature stream
+(consecutive 3-frame blocks, so the state variables hold what they hold at run time) and
+`_experimental_variable_quantization` keeps the state int8: without it the variables stay float
+and QUANTIZE/DEQUANTIZE pairs appear (DEQUANTIZE is not in ESPHome's resolver).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyconv.export.errors import ExportError
+
+# ESPHome micro_wake_word's op resolver (esphome/components/micro_wake_word/streaming_model.cpp):
+# exactly these 20 ops; a model with any other op fails to load on the device.
+ESPHOME_OPS = frozenset({
+    "CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "RESHAPE", "STRIDED_SLICE",
+    "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL", "ADD", "MEAN",
+    "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PACK", "SPLIT_V", "LOGISTIC", "QUANTIZE",
+})
+# ESPHome allocates at most 20 resource variables per model (its MicroResourceVariables).
+MAX_STATE_VARIABLES = 20
+FRAMES_PER_INVOKE = 3  # ESPHome feeds [1, stride, 40]; stride 3 = one invoke per 30 ms
+# Every released microWakeWord model declares this input quantization, and ESPHome's integer
+# formula (v * 256 + 333) // 666 - 128 implements it (v / 25.6 features, 26 = the top of the range).
+INPUT_SCALE = 26.0 / 255.0
+INPUT_ZERO_POINT = -128
+FEATURE_MAX = 26.0
+MANIFEST_VERSION = 2
+MINIMUM_ESPHOME_VERSION = "2024.7.0"
+FEATURE_STEP_MS = 10
+# tensor_arena_size = TFLM arena measured on the host for this file x this factor, rounded up to
+# 16 bytes. ESP-NN >= 1.2 (ESPHome 2026) needs more than the host reference kernels: okay_nabu
+# runs with 33,488 B on the device, its host TFLM arena is 24,512 B (measured with
+# tinyconv.export.tflm.measure_arena_bytes): x1.366. 1.4 leaves a little headroom over that.
+ESP_NN_ARENA_FACTOR = 1.4
+DEFAULT_PROBABILITY_CUTOFF = 0.9
+DEFAULT_SLIDING_WINDOW = 5
+# The exported model is checked against the PyTorch float streaming form, step by step, on a
+# feature stream of real clips: |probability difference| allowed, max and mean over the steps.
+# Per-tensor int8 activations of ~6 layers and the uint8 output (1/256 steps) measured max
+# 0.074 / mean 0.012 on an 8-channel test model (largest where sigmoid is steepest, p ~ 0.4);
+# a broken conversion (a bias on the wrong scale, wrong layout, stale state) misses by 0.3-0.7.
+SELF_CHECK_MAX_PROB_DIFF = 0.12
+SELF_CHECK_MEAN_PROB_DIFF = 0.03
+
+
+class EsphomeExportError(ExportError):
+    """The checkpoint or the converted model cannot be exported for ESPHome."""
+
+
+@dataclass(frozen=True)
+class StreamLayer:
+    """One conv of the streaming graph, TF layout, BN folded: weight [k, 1, Cin, Cout] (conv) or
+    [k, 1, C, 1] (depthwise); `buffer` = steps of its input kept in a ring buffer (0: none)."""
+
+    kind: str  # "conv" or "depthwise"
+    weight: np.ndarray
+    bias: np.ndarray
+    buffer: int
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything the TF graph needs: the layers, the head (logit difference) and the shapes."""
+
+    num_channels: int
+    layers: tuple[StreamLayer, ...]
+    head_steps: int
+    head_channels: int
+    head_weight: np.ndarray  # [head_steps * C, 1]: w_pos - w_neg in TF flatten order (step, channel)
+    head_bias: np.ndarray  # [1]
+
+    @property
+    def state_shapes(self) -> list[tuple[int, int, int, int]]:
+        shapes = []
+        for i, layer in enumerate(self.layers):
+            if layer.buffer > 0:
+                cin = self.num_channels if i == 0 else int(layer.weight.shape[2])
+                shapes.append((1, layer.buffer, 1, cin))
+        if self.head_steps > 1:
+            shapes.append((1, self.head_steps - 1, 1, self.head_channels))
+        return shapes
+
+
+def _folded(unit: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, torch.nn.Conv2d]:
+    """(weight [Cout, Cin/g, k, 1], bias [Cout]) of a Conv+BN(+ReLU) unit with BN folded in."""
+    from tinyconv.models.quant import FusedConvBNReLU2d
+
+    if isinstance(unit, FusedConvBNReLU2d):
+        fused = unit
+    else:
+        conv, bn = unit[0], unit[1]  # type: ignore[index]
+        if not isinstance(bn, torch.nn.BatchNorm2d):  # already folded: Conv2d(bias) + ReLU
+            return conv.weight.detach().double().numpy(), conv.bias.detach().double().numpy(), conv
+        fused = FusedConvBNReLU2d(conv, bn)
+    with torch.no_grad():
+        w, b = fused.folded_weight_bias()
+    return w.detach().double().numpy(), b.detach().double().numpy(), fused.conv
+
+
+def stream_spec(model: torch.nn.Module, positive_index: int = 1) -> StreamSpec:
+    """The TF streaming graph's weights from a float `StreamTinyConv` (or its fused copy)."""
+    from tinyconv.models.streaming import TIME_STRIDE, StreamTinyConv
+
+    if not isinstance(model, StreamTinyConv):
+        raise EsphomeExportError(
+            f"model {type(model).__name__} is not streamable; ESPHome export needs a stream_tinyconv checkpoint"
+        )
+    if model.num_classes != 2:
+        raise EsphomeExportError(
+            f"ESPHome export needs a 2-class model (wake word vs rest: its output is one probability, and "
+            f"SOFTMAX is not in ESPHome's op set); this one has {model.num_classes} classes"
+        )
+    layers = []
+    for i, unit in enumerate(model.conv_units()):
+        w, b, conv = _folded(unit)
+        k = int(conv.kernel_size[0])
+        if conv.groups == 1:
+            weight = w.transpose(2, 3, 1, 0)  # [Cout, Cin, k, 1] -> [k, 1, Cin, Cout]
+            kind = "conv"
+        elif conv.groups == conv.in_channels == conv.out_channels:
+            weight = w.transpose(2, 3, 0, 1)  # [C, 1, k, 1] -> [k, 1, C, 1]
+            kind = "depthwise"
+        else:
+            raise EsphomeExportError(f"conv unit {i} has groups={conv.groups}: only standard or depthwise convs export")
+        buffer = (k - TIME_STRIDE) if i == 0 else (k - 1)
+        layers.append(StreamLayer(kind, weight.astype(np.float32), b.astype(np.float32), buffer))
+    lin = model.classifier
+    h, c = model.head_steps, model.width
+    w = lin.weight.detach().double().numpy().reshape(2, c, h)  # PyTorch flatten order: (channel, step)
+    diff = (w[positive_index] - w[1 - positive_index]).T.reshape(h * c, 1)  # TF order: (step, channel)
+    bias = lin.bias.detach().double().numpy()
+    return StreamSpec(
+        num_channels=int(model.input_shape[1]),
+        layers=tuple(layers),
+        head_steps=h,
+        head_channels=c,
+        head_weight=diff.astype(np.float32),
+        head_bias=np.array([bias[positive_index] - bias[1 - positive_index]], dtype=np.float32),
+    )
+
+
+# ---- TensorFlow graph and conversion --------------------------------------------------------
+
+
+def _import_tf() -> Any:
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise EsphomeExportError(
+            "ESPHome export needs TensorFlow to build the stateful graph: pip install tensorflow-cpu==2.21.0 "
+            f"(or scripts/setup.sh) ({exc})"
+        ) from exc
+    return tf
+
+
+def build_tf_module(spec: StreamSpec) -> Any:
+    """A tf.Module whose `__call__([1, 3, F] float features)` -> [1, 1] probability, state in tf.Variables."""
+    tf = _import_tf()
+
+    class StreamingGraph(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__(name="tinyconv_stream")
+            # Zero-initialized ring buffers: the converter emits their initial values into the
+            # CALL_ONCE subgraph, so the device starts from the state the PyTorch form starts from.
+            self.states = [
+                tf.Variable(tf.zeros(shape, tf.float32), trainable=False, name=f"state_{i}")
+                for i, shape in enumerate(spec.state_shapes)
+            ]
+
+        @tf.function(input_signature=[tf.TensorSpec([1, FRAMES_PER_INVOKE, spec.num_channels], tf.float32,
+                                                    name="features")])
+        def __call__(self, x: Any) -> Any:
+            # No fake-quant op pins the input range here: the TF 2.21 converter then quantizes the
+            # first conv's int32 bias with the *calibrated* input scale while the kernel uses
+            # the pinned one (measured: the stem off by up to 0.6 before ReLU). The calibration
+            # stream instead starts with a block spanning exactly [0, 26] (`_range_block`).
+            h = tf.reshape(x, [1, FRAMES_PER_INVOKE, 1, spec.num_channels])
+            states = iter(self.states)
+
+            def push(new: Any, keep: int) -> Any:
+                if keep == 0:
+                    return new
+                var = next(states)
+                window = tf.concat([var.read_value(), new], axis=1)
+                var.assign(window[:, -keep:])
+                return window
+
+            for layer in spec.layers:
+                h = push(h, layer.buffer)
+                if layer.kind == "conv":
+                    h = tf.nn.conv2d(h, tf.constant(layer.weight), strides=1, padding="VALID")
+                else:
+                    h = tf.nn.depthwise_conv2d(h, tf.constant(layer.weight), strides=[1, 1, 1, 1], padding="VALID")
+                h = tf.nn.relu(tf.nn.bias_add(h, tf.constant(layer.bias)))
+            h = push(h, spec.head_steps - 1)
+            flat = tf.reshape(h, [1, spec.head_steps * spec.head_channels])
+            logit = tf.matmul(flat, tf.constant(spec.head_weight)) + tf.constant(spec.head_bias)
+            # sigmoid(l_pos - l_neg) = softmax(l)[pos] for two classes; LOGISTIC is in the op set.
+            return tf.sigmoid(logit)
+
+    return StreamingGraph()
+
+
+def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
+    """INT8 .tflite (int8 input, uint8 output, int8 state) calibrated on a [T, F] feature stream."""
+    tf = _import_tf()
+    blocks = _blocks(stream, spec.num_channels)
+    module = build_tf_module(spec)
+    with tempfile.TemporaryDirectory(prefix="tinyconv-esphome-") as tmp:
+        # From a SavedModel: the converter's resource-variable support (CALL_ONCE init subgraph)
+        # works on saved models; microWakeWord converts the same way.
+        tf.saved_model.save(module, tmp, signatures=module.__call__.get_concrete_function())
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = {tf.lite.Optimize.DEFAULT}
+        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.uint8
+        converter._experimental_variable_quantization = True  # int8 state (see module docstring)
+
+        def representative() -> Iterable[list[np.ndarray]]:
+            # Consecutive blocks of one stream: the calibrator's interpreter keeps the variables
+            # between samples, so the state ranges are those the device sees. The first block
+            # makes the input range exactly [0, 26]: scale 26/255, zero point -128, the
+            # quantization ESPHome's integer feature formula implements.
+            yield [_range_block(spec.num_channels)[None]]
+            for block in blocks:
+                yield [block[None].astype(np.float32)]
+
+        converter.representative_dataset = representative
+        try:
+            return bytes(converter.convert())
+        except Exception as exc:  # the converter raises ConverterError and assorted others
+            raise EsphomeExportError(f"TensorFlow Lite conversion of the streaming graph failed: {exc}") from exc
+
+
+def _range_block(num_channels: int) -> np.ndarray:
+    """A [3, F] block of zeros with one value at FEATURE_MAX (a single spike barely moves the
+    calibrated ranges of the layers after the input)."""
+    block = np.zeros((FRAMES_PER_INVOKE, num_channels), np.float32)
+    block[-1, num_channels // 2] = FEATURE_MAX
+    return block
+
+
+def _blocks(stream: np.ndarray, num_channels: int) -> np.ndarray:
+    x = np.asarray(stream, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != num_channels or x.shape[0] < FRAMES_PER_INVOKE:
+        raise EsphomeExportError(f"a feature stream must be [frames >= 3, {num_channels}], got {list(x.shape)}")
+    n = x.shape[0] // FRAMES_PER_INVOKE
+    return x[: n * FRAMES_PER_INVOKE].reshape(n, FRAMES_PER_INVOKE, num_channels)
+
+
+# ---- ESPHome's load checks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EsphomeModelInfo:
+    """What ESPHome's loader looks at in a .tflite."""
+
+    op_names: tuple[str, ...]  # every op of every subgraph, sorted, unique
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    input_quant: tuple[float, int]
+    output_shape: tuple[int, ...]
+    output_dtype: str
+    output_quant: tuple[float, int]
+    num_inputs: int
+    num_outputs: int
+    num_variables: int  # distinct resource variables (VAR_HANDLE shared names)
+    state_dtypes: tuple[str, ...]  # READ_VARIABLE output types
+    state_bytes: int
+    num_subgraphs: int
+
+
+def inspect_esphome_model(data: bytes) -> EsphomeModelInfo:
+    """Parse a .tflite flatbuffer (all subgraphs) with the schema that ships in ai-edge-litert."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    try:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    except Exception as exc:  # the flatbuffer reader raises assorted errors on garbage
+        raise EsphomeExportError(f"not a valid .tflite flatbuffer: {exc}") from exc
+    if not model.subgraphs:
+        raise EsphomeExportError("the .tflite has no subgraph")
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    sizes = {"int8": 1, "uint8": 1, "int16": 2, "int32": 4, "float32": 4, "float16": 2}
+    names: set[str] = set()
+    variables: set[tuple[str, str]] = set()
+    state_dtypes: list[str] = []
+    state_bytes = 0
+    for sg in model.subgraphs:
+        for op in sg.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            # Opcodes above 127 live in builtinCode; old files only fill deprecatedBuiltinCode.
+            name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"OPCODE_{code.builtinCode}")
+            if code.customCode:
+                name = f"custom:{code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode}"
+            names.add(name)
+            if name == "VAR_HANDLE":
+                opts = op.builtinOptions
+                key = (_text(getattr(opts, "container", b"")), _text(getattr(opts, "sharedName", b"")))
+                variables.add(key)
+            if name == "READ_VARIABLE" and sg is model.subgraphs[0]:
+                t = sg.tensors[op.outputs[0]]
+                dtype = type_names.get(t.type, str(t.type))
+                state_dtypes.append(dtype)
+                state_bytes += int(np.prod(t.shape)) * sizes.get(dtype, 4)
+    main = model.subgraphs[0]
+
+    def tensor(i: int) -> tuple[tuple[int, ...], str, tuple[float, int]]:
+        t = main.tensors[i]
+        q = t.quantization
+        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+        zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+        return tuple(int(s) for s in t.shape), type_names.get(t.type, str(t.type)), (scale, zp)
+
+    inputs, outputs = list(main.inputs if main.inputs is not None else []), list(main.outputs if main.outputs is not None else [])
+    if not inputs or not outputs:
+        raise EsphomeExportError("the .tflite has no input or no output tensor")
+    in_shape, in_dtype, in_q = tensor(int(inputs[0]))
+    out_shape, out_dtype, out_q = tensor(int(outputs[0]))
+    return EsphomeModelInfo(
+        op_names=tuple(sorted(names)), input_shape=in_shape, input_dtype=in_dtype, input_quant=in_q,
+        output_shape=out_shape, output_dtype=out_dtype, output_quant=out_q, num_inputs=len(inputs),
+        num_outputs=len(outputs), num_variables=len(variables), state_dtypes=tuple(state_dtypes),
+        state_bytes=state_bytes, num_subgraphs=len(model.subgraphs),
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+def check_esphome_model(data: bytes, *, num_channels: int = 40) -> EsphomeModelInfo:
+    """Raise EsphomeExportError naming what ESPHome's micro_wake_word would refuse in this .tflite.
+
+    The checks its loader (and its fixed op resolver) applies: ops only from ESPHome's 20, one
+    int8 input [1, stride, 40], one uint8 output [1, 1], at most 20 resource variables, and
+    int8 state (float state would need DEQUANTIZE, which the resolver lacks).
+    """
+    info = inspect_esphome_model(data)
+    outside = [n for n in info.op_names if n not in ESPHOME_OPS]
+    if outside:
+        raise EsphomeExportError(
+            f"op {', '.join(outside)} is not in ESPHome micro_wake_word's op resolver "
+            f"(allowed: {', '.join(sorted(ESPHOME_OPS))})"
+        )
+    if info.num_inputs != 1 or info.num_outputs != 1:
+        raise EsphomeExportError(
+            f"ESPHome feeds one input and reads one output; the model has {info.num_inputs} inputs and "
+            f"{info.num_outputs} outputs (state must live in resource variables, not in extra tensors)"
+        )
+    if info.input_dtype != "int8" or len(info.input_shape) != 3 or info.input_shape[0] != 1 \
+            or info.input_shape[2] != num_channels or info.input_shape[1] < 1:
+        raise EsphomeExportError(
+            f"input 0 must be int8 [1, stride, {num_channels}], got {info.input_dtype} {list(info.input_shape)}"
+        )
+    if info.output_dtype != "uint8" or info.output_shape != (1, 1):
+        raise EsphomeExportError(f"output 0 must be uint8 [1, 1], got {info.output_dtype} {list(info.output_shape)}")
+    if info.num_variables > MAX_STATE_VARIABLES:
+        raise EsphomeExportError(
+            f"the model has {info.num_variables} state variables; ESPHome allocates at most {MAX_STATE_VARIABLES}"
+        )
+    float_state = [d for d in info.state_dtypes if d != "int8"]
+    if float_state:
+        raise EsphomeExportError(f"state variables must be int8, got {', '.join(sorted(set(float_state)))}")
+    if info.num_variables and "CALL_ONCE" not in info.op_names:
+        raise EsphomeExportError("the model has state variables but no CALL_ONCE initializer")
+    return info
+
+
+# ---- self-check: TFLM vs the PyTorch streaming form -----------------------------------------
+
+
+def esphome_int8(features: np.ndarray, feature_scale: float = 1.0 / 25.6) -> np.ndarray:
+    """Float frontend features -> int8 input as ESPHome computes it: (v * 256 + 333) // 666 - 128.
+
+    (Same formula as tinyconv.firmware_sim.streaming; repeated here because export must not
+    import the simulator, which reads only files.)
+    """
+    v = np.round(np.asarray(features, dtype=np.float64) / feature_scale).astype(np.int64)
+    return np.clip((v * 256 + 333) // 666 - 128, -128, 127).astype(np.int8)
+
+
+def run_tflm_stream(data: bytes, q_frames: np.ndarray, arena_bytes: int) -> np.ndarray:
+    """uint8 outputs of one TFLM interpreter fed consecutive [1, 3, F] int8 blocks (state kept)."""
+    from tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(bytes(data), arena_size=int(arena_bytes))
+    n = q_frames.shape[0] // FRAMES_PER_INVOKE
+    out = np.zeros(n, dtype=np.uint8)
+    for i in range(n):
+        interp.set_input(np.ascontiguousarray(q_frames[None, FRAMES_PER_INVOKE * i : FRAMES_PER_INVOKE * (i + 1)]), 0)
+        interp.invoke()
+        out[i] = np.asarray(interp.get_output(0)).reshape(-1)[0]
+    return out
+
+
+def torch_stream_probabilities(model: torch.nn.Module, frames: np.ndarray, positive_index: int = 1) -> np.ndarray:
+    """P(positive) per invoke of the PyTorch streaming form (float) on a [T, F] stream."""
+    from tinyconv.models.streaming import StreamingTinyConv
+
+    with torch.no_grad():
+        logits = StreamingTinyConv(model.eval()).run(torch.from_numpy(np.asarray(frames, np.float32))[None])[0]
+    return torch.softmax(logits.double(), dim=-1)[:, positive_index].numpy()
+
+
+def self_check(data: bytes, model: torch.nn.Module, frames: np.ndarray, arena_bytes: int,
+               positive_index: int = 1, feature_scale: float = 1.0 / 25.6) -> dict[str, float]:
+    """TFLM (ESPHome's int8 input, uint8 / 255 as ESPHome reads it) vs PyTorch float streaming.
+
+    PyTorch gets the features ESPHome's int8 input stands for ((q + 128) * 26 / 255), so the
+    difference is the model's own quantization, not the input rounding.
+    """
+    q = esphome_int8(frames, feature_scale)
+    tflm = run_tflm_stream(data, q, arena_bytes).astype(np.float64) / 255.0
+    ref = torch_stream_probabilities(model, (q.astype(np.float32) - INPUT_ZERO_POINT) * INPUT_SCALE, positive_index)
+    diff = np.abs(tflm - ref)
+    return {"steps": int(len(diff)), "max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean())}
+
+
+# ---- probability cutoff ---------------------------------------------------------------------
+
+# ESPHome ignores the first 74 invokes after start and after each detection (it clears its
+# sliding window and waits for the state to fill).
+ESPHOME_IGNORE_INVOKES = 74
+CUTOFF_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))  # 0.50 .. 0.99
+
+
+def count_detections(probs_u8: np.ndarray, cutoff: float, window: int) -> int:
+    """Detections ESPHome would report on one stream of uint8 probabilities."""
+    count, wait, recent = 0, ESPHOME_IGNORE_INVOKES, []
+    for p in probs_u8:
+        if wait > 0:
+            wait -= 1
+            continue
+        recent.append(int(p))
+        if len(recent) > window:
+            recent.pop(0)
+        # ESPHome: the sum of the last `window` uint8 values > cutoff * 255 * window.
+        if len(recent) == window and sum(recent) > cutoff * 255 * window:
+            count += 1
+            wait, recent = ESPHOME_IGNORE_INVOKES, []
+    return count
+
+
+def choose_cutoff(probs_u8: np.ndarray, hours: float, *, window: int, target_fa_per_hour: float) -> dict[str, Any]:
+    """The lowest cutoff whose false accepts per hour on negative audio are <= the target.
+
+    With little negative audio the estimate is coarse (one false accept in 10 minutes is
+    6 FA/h), so the chosen cutoff and the hours it was measured on both go into the manifest.
+    """
+    for c in CUTOFF_GRID:
+        fa = count_detections(probs_u8, c, window)
+        if fa / hours <= target_fa_per_hour:
+            return {"cutoff": c, "false_accepts": fa, "fa_per_hour": fa / hours, "negative_hours": hours,
+                    "target_fa_per_hour": target_fa_per_hour, "met": True}
+    fa = count_detections(probs_u8, CUTOFF_GRID[-1], window)
+    return {"cutoff": CUTOFF_GRID[-1], "false_accepts": fa, "fa_per_hour": fa / hours, "negative_hours": hours,
+            "target_fa_per_hour": target_fa_per_hour, "met": False}
+
+
+# ---- the export -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EsphomeExportResult:
+    out_dir: Path
+    files: dict[str, Path]
+    manifest: dict[str, Any]  # the tinyconv export manifest (manifest.json)
+    esphome_manifest: dict[str, Any]  # <name>.json, what ESPHome reads
+    quantization: str
+    tensor_arena_bytes: int  # host TFLM arena (reference kernels)
+    self_check: dict[str, float]
+    model_info: EsphomeModelInfo
+
+
+def model_file_stem(wake_word: str) -> str:
+    """'Hey Tiny' -> 'hey_tiny': the .tflite/.json names ESPHome configs refer to."""
+    stem = "".join(ch if ch.isalnum() else "_" for ch in wake_word.strip().lower())
+    stem = "_".join(p for p in stem.split("_") if p)
+    return stem or "wake_word"
+
+
+def _clip_stream(clips: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A seeded choice of `count` clips [N, T, F] concatenated in time -> [count * T, F]."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(clips))[:count]
+    return np.concatenate(list(clips[idx]), axis=0).astype(np.float32)
+
+
+def _dataset_clips(src: Any, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    from tinyconv.data.dataset import load_features
+
+    try:
+        fs = load_features(Path(src.config.data.dataset_dir).resolve(), split, src.config.frontend)
+    except (OSError, ValueError):
+        return None
+    return np.asarray(fs.x, np.float32), np.asarray(fs.y)
+
+
+def load_streaming_model(src: Any) -> torch.nn.Module:
+    """The float StreamTinyConv of a checkpoint (a QAT one: its float weights and BN statistics)."""
+    from tinyconv.export.source import build_float_architecture, build_float_model
+    from tinyconv.models.streaming import is_streamable
+
+    arch = build_float_architecture(src)
+    if not is_streamable(arch):
+        raise EsphomeExportError(
+            f"checkpoint {src.path} holds model {src.config.model.name!r} ({type(arch).__name__}), which is not "
+            "streamable: ESPHome runs stateful streaming models only; train a stream_tinyconv model "
+            "(model.name=stream_tinyconv) to export for ESPHome"
+        )
+    if src.kind == "qat":
+        from tinyconv.export.pipeline import _float_from_qat
+        from tinyconv.export.source import build_qat_model
+
+        return _float_from_qat(src, build_qat_model(src)).eval()
+    return build_float_model(src).eval()
+
+
+def export_esphome(
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    *,
+    with_c: bool = False,
+    representative: np.ndarray | None = None,
+    negatives: np.ndarray | None = None,
+    num_calibration_clips: int = 200,
+    probability_cutoff: float | None = None,
+    target_fa_per_hour: float = 0.5,
+    sliding_window_size: int = DEFAULT_SLIDING_WINDOW,
+    author: str = "tinyconv",
+    website: str | None = None,
+    trained_languages: tuple[str, ...] = ("en",),
+    arena_budget_bytes: int | None = None,
+) -> EsphomeExportResult:
+    """Export a stream_tinyconv checkpoint as the <name>.tflite + <name>.json pair ESPHome loads.
+
+    `representative`: float feature clips [N, T, F] (or one [T, F] stream) to calibrate on
+    (default: the training split of the checkpoint's dataset). `negatives`: negative audio
+    features ([N, T, F] clips or a [T, F] stream) to choose `probability_cutoff` at
+    `target_fa_per_hour` (default: the validation split's negatives); `probability_cutoff`
+    given: used as is. `arena_budget_bytes`: fail if the manifest's tensor_arena_size exceeds it.
+    Everything is written to a temporary folder and swapped in only after all checks pass.
+    """
+    from tinyconv.export.pipeline import MANIFEST_NAME, _check_out_dir, _write_atomically
+    from tinyconv.export.source import read_checkpoint
+    from tinyconv.export.tflm import measure_arena_bytes
+
+    if sliding_window_size < 1:
+        raise EsphomeExportError(f"sliding_window_size must be >= 1, got {sliding_window_size}")
+    if probability_cutoff is not None and not 0.0 < probability_cutoff < 1.0:
+        raise EsphomeExportError(f"probability_cutoff must be in (0, 1), got {probability_cutoff}")
+    out = Path(out_dir).resolve()
+    _check_out_dir(out)
+    src = read_checkpoint(checkpoint_path)
+    model = load_streaming_model(src)
+    labels = list(src.labels)
+    if src.positive_label not in labels:
+        raise EsphomeExportError(f"checkpoint {src.path} names no wake-word label (positive_label); ESPHome "
+                                 "needs the probability of one wake word")
+    pos = labels.index(src.positive_label)
+    spec = stream_spec(model, pos)
+    fe = src.config.frontend
+
+    # Calibration and self-check streams: real feature clips, concatenated in time.
+    if representative is None:
+        train = _dataset_clips(src, "train")
+        if train is None:
+            raise EsphomeExportError(
+                f"ESPHome export calibrates on real feature streams: could not load the training split of "
+                f"{src.config.data.dataset_dir}; pass representative features"
+            )
+        representative = train[0]
+    rep = np.asarray(representative, np.float32)
+    if rep.ndim == 3:
+        calib = _clip_stream(rep, num_calibration_clips, seed=0)
+        check_frames = _clip_stream(rep, 24, seed=1)
+    else:
+        calib, check_frames = rep, rep[-24 * fe.num_frames :]
+    tflite = convert_streaming(spec, calib)
+    info = check_esphome_model(tflite, num_channels=fe.num_channels)
+    scale, zp = info.input_quant
+    # ESPHome ignores the input tensor's parameters, but pymicro-wakeword (and any host runtime)
+    # quantizes with them: they must be the ones the feature formula implements.
+    if zp != INPUT_ZERO_POINT or abs(scale / INPUT_SCALE - 1.0) > 1e-4:
+        raise EsphomeExportError(f"converted input quantization is scale {scale:.6g} zero point {zp}; expected "
+                                 f"{INPUT_SCALE:.6g} and {INPUT_ZERO_POINT} (ESPHome's feature formula)")
+    host_arena = measure_arena_bytes(tflite)
+    tensor_arena_size = -(-int(host_arena * ESP_NN_ARENA_FACTOR) // 16) * 16
+    if arena_budget_bytes is not None and tensor_arena_size > arena_budget_bytes:
+        raise EsphomeExportError(
+            f"tensor arena {tensor_arena_size} bytes (host TFLM {host_arena} x {ESP_NN_ARENA_FACTOR} for ESP-NN) "
+            f"exceeds the budget of {arena_budget_bytes} bytes"
+        )
+    check = self_check(tflite, model, check_frames, host_arena, pos, fe.feature_scale)
+    if check["max_abs_prob_diff"] > SELF_CHECK_MAX_PROB_DIFF or check["mean_abs_prob_diff"] > SELF_CHECK_MEAN_PROB_DIFF:
+        raise EsphomeExportError(
+            f"self-check failed: the INT8 streaming model under TFLite Micro differs from the PyTorch streaming "
+            f"form by {check['max_abs_prob_diff']:.3f} (mean {check['mean_abs_prob_diff']:.3f}) in probability "
+            f"(allowed {SELF_CHECK_MAX_PROB_DIFF}, mean {SELF_CHECK_MEAN_PROB_DIFF})"
+        )
+
+    # Probability cutoff: given, or chosen on negative audio at the target FA/h.
+    if probability_cutoff is not None:
+        cutoff_info: dict[str, Any] = {"cutoff": float(probability_cutoff), "source": "given"}
+    else:
+        neg = negatives
+        if neg is None:
+            val = _dataset_clips(src, "val")
+            if val is not None and (val[1] != pos).any():
+                neg = val[0][val[1] != pos]
+        if neg is None:
+            cutoff_info = {"cutoff": DEFAULT_PROBABILITY_CUTOFF, "source": "default (no negative features)"}
+        else:
+            neg = np.asarray(neg, np.float32)
+            stream = np.concatenate(list(neg), 0) if neg.ndim == 3 else neg
+            probs = run_tflm_stream(tflite, esphome_int8(stream, fe.feature_scale), host_arena)
+            hours = stream.shape[0] * fe.step_ms / 1000.0 / 3600.0
+            cutoff_info = {**choose_cutoff(probs, hours, window=sliding_window_size,
+                                           target_fa_per_hour=target_fa_per_hour), "source": "negatives"}
+
+    wake_word = src.config.data.wake_word if src.config.data.source == "synth" else str(src.positive_label)
+    stem = model_file_stem(wake_word)
+    tflite_name, json_name = f"{stem}.tflite", f"{stem}.json"
+    esphome_manifest: dict[str, Any] = {
+        "type": "micro",
+        "wake_word": wake_word,
+        "author": author,
+        **({"website": website} if website else {}),
+        "model": tflite_name,
+        "trained_languages": list(trained_languages),
+        "version": MANIFEST_VERSION,
+        "micro": {
+            "probability_cutoff": round(float(cutoff_info["cutoff"]), 2),
+            "sliding_window_size": int(sliding_window_size),
+            "feature_step_size": FEATURE_STEP_MS,
+            "tensor_arena_size": int(tensor_arena_size),
+            "minimum_esphome_version": MINIMUM_ESPHOME_VERSION,
+        },
+    }
+    blobs: dict[str, bytes] = {
+        tflite_name: tflite,
+        json_name: (json.dumps(esphome_manifest, indent=2) + "\n").encode(),
+    }
+    if with_c:
+        blobs.update(_c_arrays(src, tflite, info, host_arena))
+    manifest = _export_manifest(src, info, blobs, host_arena, model, {
+        "model": tflite_name, "manifest": json_name, "tensor_arena_size": tensor_arena_size,
+        "esp_nn_arena_factor": ESP_NN_ARENA_FACTOR, "num_state_variables": info.num_variables,
+        "state_bytes": info.state_bytes, "ops": list(info.op_names), "self_check": check,
+        "self_check_max_prob_diff": SELF_CHECK_MAX_PROB_DIFF, "probability_cutoff": cutoff_info,
+    })
+    import hashlib
+
+    manifest["files"] = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in blobs.items()}
+    blobs[MANIFEST_NAME] = (json.dumps(manifest, indent=2) + "\n").encode()
+    _write_atomically(out, blobs)
+    return EsphomeExportResult(
+        out_dir=out, files={n: out / n for n in blobs}, manifest=manifest, esphome_manifest=esphome_manifest,
+        quantization="ptq", tensor_arena_bytes=host_arena, self_check=check, model_info=info,
+    )
+
+
+def _export_manifest(src: Any, info: EsphomeModelInfo, blobs: dict[str, bytes], host_arena: int,
+                     model: Any, esphome: dict[str, Any]) -> dict[str, Any]:
+    from tinyconv.export.pipeline import MANIFEST_FORMAT_VERSION
+
+    fe = src.config.frontend
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "model_name": src.config.model.name,
+        "labels": list(src.labels),
+        "positive_label": src.positive_label,
+        "frontend": {"sample_rate_hz": fe.sample_rate_hz, "window_ms": fe.window_ms, "step_ms": fe.step_ms,
+                     "num_channels": fe.num_channels, "clip_duration_ms": fe.clip_duration_ms,
+                     "num_frames": fe.num_frames, "feature_scale": fe.feature_scale},
+        "streaming": True,
+        "input": {"shape": list(info.input_shape), "dtype": info.input_dtype, "scale": info.input_quant[0],
+                  "zero_point": info.input_quant[1]},
+        "output": {"shape": list(info.output_shape), "dtype": info.output_dtype, "scale": info.output_quant[0],
+                   "zero_point": info.output_quant[1]},
+        "files": {},
+        "source_checkpoint": {"path": str(src.path), "sha256": src.sha256, "kind": src.kind},
+        # The TF converter calibrates every range on real feature streams (a QAT checkpoint's
+        # learned ranges are not carried over on this path).
+        "quantization": "ptq",
+        "dataset_dir": str(Path(src.config.data.dataset_dir).resolve()),
+        "tensor_arena_bytes": host_arena,
+        "macs_per_step": int(model.macs_per_step()),
+        "esphome": esphome,
+    }
+
+
+def _c_arrays(src: Any, tflite: bytes, info: EsphomeModelInfo, host_arena: int) -> dict[str, bytes]:
+    """model_data.cc/.h embedding the streaming .tflite for plain TFLM firmware."""
+    from tinyconv.export.c_array import HEADER_NAME, SOURCE_NAME, CArrayInputs, render_header, render_source
+    from tinyconv.export.tflite import TensorQuant, TFLiteInfo
+
+    tinfo = TFLiteInfo(
+        ops=(), tensor_types=(), weight_quant=(), bias_types=(),
+        input=TensorQuant(info.input_shape, info.input_dtype, *info.input_quant),
+        output=TensorQuant(info.output_shape, info.output_dtype, *info.output_quant),
+    )
+    inputs = CArrayInputs(tflite=tflite, info=tinfo, labels=list(src.labels), positive_label=src.positive_label,
+                          frontend=src.config.frontend, tensor_arena_bytes=host_arena,
+                          source_description=f"{src.path.name} (sha256 {src.sha256[:16]})")
+    header = render_header(inputs)
+    # The generic header describes window models; say what this one computes.
+    header = header.replace(
+        "// Output tensor: int8 logits (no softmax)",
+        "// Streaming model: invoke once per 3 new frames (input [1, 3, 40]); it keeps its own state in\n"
+        "// resource variables (register CALL_ONCE, VAR_HANDLE, READ_VARIABLE, ASSIGN_VARIABLE).\n"
+        "// Output tensor: uint8 wake-word probability (value / 255)",
+    )
+    return {HEADER_NAME: header.encode(), SOURCE_NAME: render_source(inputs).encode()}
+
+
+def route_formats(checkpoint_path: str | Path, formats: str | Any | None) -> tuple[str, ...]:
+    """The formats to write: the requested ones, or the default for this checkpoint's model.
+
+    A streaming checkpoint defaults to esphome + c; esphome is a stateful streaming model and
+    cannot share a folder with the window-model formats (tflite, onnx). An explicit request
+    without esphome is passed through unread (the window exporter checks the checkpoint).
+    """
+    from tinyconv.export.pipeline import WINDOW_FORMATS, parse_formats
+
+    if formats is not None:
+        wanted = parse_formats(formats)
+        if "esphome" not in wanted:
+            return wanted
+        window = [f for f in wanted if f in ("tflite", "onnx")]
+        if window:
+            raise EsphomeExportError(
+                f"format esphome (a stateful streaming model) cannot be combined with {', '.join(window)} "
+                "(window-model formats) in one export; use --formats esphome or esphome,c"
+            )
+        return wanted
+    from tinyconv.export.source import build_float_architecture, read_checkpoint
+    from tinyconv.models.streaming import is_streamable
+
+    if is_streamable(build_float_architecture(read_checkpoint(checkpoint_path))):
+        return ("c", "esphome")
+    return WINDOW_FORMATS

@@ -1,0 +1,86 @@
+"""Session fixtures: a tiny stream_tinyconv trained for seconds on seeded synthetic features
+(two classes: a wake-word band vs noise and a decoy band), and its ESPHome export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from tinyconv.checkpoint import Checkpoint, save_checkpoint
+from tinyconv.config import Config, DataConfig, ModelConfig, TrainConfig
+from tinyconv.models import build_model
+
+LABELS = ["_negative_", "hey_tiny"]
+
+
+def make_clips(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """[n, 98, 40] features on the frontend's 1/25.6 grid; positives light channels 8-20, decoys 24-36."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.5).astype(np.int64)
+    x = rng.uniform(0.0, 6.0, size=(n, 98, 40)).astype(np.float32)
+    for i, label in enumerate(y):
+        start = int(rng.integers(55, 68))  # ends in the last ~20 frames: the test model sees those
+        if label == 1:
+            x[i, start : start + 30, 8:20] += rng.uniform(6.0, 14.0)
+        elif rng.random() < 0.5:
+            x[i, start : start + 30, 24:36] += rng.uniform(6.0, 14.0)
+    return np.round(np.clip(x, 0, 26) * 25.6) / 25.6, y
+
+
+def stream_config(name: str = "stream_tinyconv_test") -> Config:
+    return Config(
+        data=DataConfig(dataset_dir="synthetic-features-no-dataset"),
+        model=ModelConfig(name=name, dropout=0.0),
+        train=TrainConfig(batch_size=64, learning_rate=3e-3, seed=0),
+    )
+
+
+def train_stream(config: Config, x: np.ndarray, y: np.ndarray, epochs: int = 8) -> Checkpoint:
+    torch.manual_seed(0)
+    model = build_model(config.model, len(LABELS), config.frontend)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
+    rng = np.random.default_rng(0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for _ in range(epochs):
+        for idx in np.array_split(rng.permutation(len(x)), max(1, len(x) // 64)):
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return Checkpoint(config=config, labels=list(LABELS),
+                      state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+                      positive_label="hey_tiny", kind="float")
+
+
+@dataclass
+class StreamTrained:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    float_path: Path
+
+
+@pytest.fixture(scope="session")
+def stream_trained(tmp_path_factory: pytest.TempPathFactory) -> StreamTrained:
+    root = tmp_path_factory.mktemp("stream_trained")
+    train_x, train_y = make_clips(400, seed=0)
+    test_x, test_y = make_clips(120, seed=1)
+    ckpt = train_stream(stream_config(), train_x, train_y)
+    save_checkpoint(ckpt, root / "float.pt")
+    return StreamTrained(train_x, train_y, test_x, test_y, root / "float.pt")
+
+
+@pytest.fixture(scope="session")
+def esphome_export(stream_trained: StreamTrained, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from tinyconv.export.esphome import export_esphome
+
+    neg = stream_trained.test_x[stream_trained.test_y == 0]
+    return export_esphome(stream_trained.float_path, tmp_path_factory.mktemp("esphome") / "out", with_c=True,
+                          representative=stream_trained.train_x, negatives=neg)
