@@ -27,5 +27,6 @@ fi
 # torch is pinned to the 2.13.0 CPU wheel (see pyproject.toml); install it first so no other
 # requirement can pull a CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]"
+# esphome: tensorflow-cpu for `tinyconv export --formats esphome` (pyproject.toml says why).
+.venv/bin/python -m pip install -q -e ".[test,esphome]"
 echo "setup: ready (.venv)"

@@ -26,9 +26,11 @@ _COMMAND_MODULES = {
     "bench": "tinyconv.firmware_sim.cli",
     "gate": "tinyconv.firmware_sim.cli",
     "ui": "tinyconv.ui.cli",
+    "recipes": "tinyconv.recipes.cli",
 }
 
 
+from tinyconv import _quiet
 from tinyconv.errors import TinyconvError
 
 # Exit code of an unexpected exception (a bug): distinct from 0 ok, 1 gate failed, 2 input error.
@@ -41,6 +43,8 @@ class UsageError(TinyconvError):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyconv", description=__doc__.splitlines()[0])
+    # Read by main() before parsing (anywhere on the line); declared here for --help.
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' warnings and log lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     modules = sorted(set(_COMMAND_MODULES.values())) if command not in _COMMAND_MODULES else [
@@ -54,6 +58,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args_list
+    args_list = [a for a in args_list if a != "--verbose"]
+    _quiet.configure(verbose=verbose)
     command = next((a for a in args_list if not a.startswith("-")), None)
     try:
         parser = build_parser(command)

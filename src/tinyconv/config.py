@@ -610,10 +610,13 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a YAML config (or the defaults when `path` is None) and apply overrides."""
+    """Read a YAML config (or the defaults when `path` is None) and apply overrides. `path` is a
+    YAML file, or the name of a packaged recipe (`"quickstart"`, see `tinyconv.recipes`)."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml_file(Path(path))
+        from tinyconv.recipes import resolve_config_path  # imports this module: import here
+
+        raw = _read_yaml_file(resolve_config_path(path))
     config = config_from_dict(raw)
     config = apply_overrides(config, overrides) if overrides else config
     _check_model_name(config)

@@ -79,6 +79,7 @@ def stream_trained(tmp_path_factory: pytest.TempPathFactory) -> StreamTrained:
 
 @pytest.fixture(scope="session")
 def esphome_export(stream_trained: StreamTrained, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    pytest.importorskip("tensorflow", reason="ESPHome export needs tensorflow-cpu (scripts/setup.sh installs it)")
     from tinyconv.export.esphome import export_esphome
 
     neg = stream_trained.test_x[stream_trained.test_y == 0]

@@ -88,3 +88,30 @@ def test_qat_fusion_accepts_streaming_family() -> None:
         ref = model(x)
         np.testing.assert_allclose(fuse_tiny_conv(model).eval()(x).numpy(), ref.numpy(), atol=1e-4)
         np.testing.assert_allclose(fold_tiny_conv(model)(x).numpy(), ref.numpy(), atol=1e-4)
+
+
+def test_existing_trainer_and_qat_train_the_streaming_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The non-streaming form trains with the project's Trainer, then QAT-fine-tunes (fused)."""
+    import dataclasses
+
+    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.data.dataset import FeatureSet
+    from tinyconv.trainer.loop import Trainer
+    from tinyconv.trainer.qat import qat_finetune
+
+    from .conftest import LABELS, make_clips, stream_config
+
+    x, y = make_clips(96, seed=0)
+    vx, vy = make_clips(32, seed=1)
+    cfg = stream_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, batch_size=32,
+                                                             out_dir=str(tmp_path / "run")))
+    train = FeatureSet(x=x, y=y, labels=list(LABELS), positive_label=LABELS[1])
+    val = FeatureSet(x=vx, y=vy, labels=list(LABELS), positive_label=LABELS[1])
+    result = Trainer(cfg, train, val, tmp_path / "run").fit()
+    ckpt = load_checkpoint(result.checkpoint_path)
+    model = ckpt.build_model()
+    assert isinstance(model, StreamTinyConv)
+    qat = qat_finetune(ckpt, x[:64], y[:64], vx, vy, dataclasses.replace(
+        cfg, qat=dataclasses.replace(cfg.qat, epochs=1)))
+    assert qat.kind == "qat" and 0.0 <= qat.metrics["val_accuracy"] <= 1.0

@@ -9,7 +9,8 @@ from tinyconv.config import load_config
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (defaults when omitted)")
+    p.add_argument("--config", help="YAML config file, or a packaged recipe name such as quickstart (`tinyconv "
+                                    "recipes`); the library defaults when omitted")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable)")
 

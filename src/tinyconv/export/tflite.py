@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinyconv._quiet import native_stderr_captured
 from tinyconv.export.errors import ExportError
 
 
@@ -74,7 +75,8 @@ def convert_to_tflite(reference: torch.fx.GraphModule, input_shape: tuple[int, .
     sample = (torch.zeros(1, *input_shape),)
     # The quantizer only tells litert-torch to lower QDQ statically; scales come from the graph.
     quant_config = QuantConfig(pt2e_quantizer=make_quantizer(is_qat=False))
-    with _quiet():
+    # The converter's C++ logs to fd 2 (shown on failure, or with `tinyconv --verbose`).
+    with _quiet(), native_stderr_captured():
         edge_model = litert_torch.convert(reference, sample, quant_config=quant_config)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.tflite")

@@ -1,9 +1,11 @@
-"""MCU budget profiles (configs/mcu/*.yaml): typed, validated, with did-you-mean errors."""
+"""MCU budget profiles (tinyconv/firmware_sim/mcu_budgets/*.yaml, shipped in the wheel): typed,
+validated, with did-you-mean errors."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +17,9 @@ from tinyconv.config import yaml_load
 from tinyconv.errors import TinyconvError
 from tinyconv.firmware_sim.costmodel import CORES, KERNEL_FAMILIES
 
-# configs/ sits at the repository root (the package is installed editable from src/).
-BUDGET_DIR = Path(__file__).resolve().parents[3] / "configs" / "mcu"
+# Package data (pyproject [tool.setuptools.package-data]): found the same way from a wheel or an
+# editable install. The wheel installs as files, so the resource is a real folder.
+BUDGET_DIR = Path(str(importlib.resources.files("tinyconv.firmware_sim").joinpath("mcu_budgets")))
 
 
 class BudgetError(TinyconvError, ValueError):
@@ -104,7 +107,7 @@ def list_budgets(directory: Path = BUDGET_DIR) -> list[str]:
 
 
 def load_budget(name_or_path: str | Path, directory: Path = BUDGET_DIR) -> McuBudget:
-    """A budget by name (configs/mcu/NAME.yaml) or by path to a YAML file."""
+    """A budget by name (a packaged profile, BUDGET_DIR/NAME.yaml) or by path to a YAML file."""
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):

@@ -79,11 +79,14 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from tinyconv.firmware_sim.budgets import list_budgets  # torch-free, reads the packaged profiles
+
     p = sub.add_parser("simulate", help="run an exported model under ONNX Runtime, LiteRT and TFLite Micro; "
                                         "arena, flash, latency and accuracy against MCU budgets")
     p.add_argument("target", help="export directory, or a .tflite / .onnx file")
     p.add_argument("--budget", action="append", default=[], metavar="NAME",
-                   help="MCU profile name (configs/mcu/NAME.yaml) or a path to a YAML profile; repeatable")
+                   help="MCU profile name (packaged: " + ", ".join(list_budgets()) + ") or a path to a YAML profile; "
+                        "repeatable")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--out", type=Path, help="report folder (default: EXPORT_DIR/sim)")
     p.add_argument("--dataset", help="dataset folder for accuracy (default: the export manifest's dataset_dir)")

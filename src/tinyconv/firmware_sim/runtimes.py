@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tinyconv._quiet import native_stderr_captured
 from tinyconv.firmware_sim.errors import ModelError
 from tinyconv.firmware_sim.isolate import run_isolated
 from tinyconv.firmware_sim.model import TfliteModel
@@ -77,8 +78,10 @@ class LiteRTRunner:
         self.name = "litert_ref" if reference else "litert"
         self._data, self._reference = data, reference
         kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
-        self._interp = Interpreter(model_content=data, experimental_op_resolver_type=kind, num_threads=1)
-        self._interp.allocate_tensors()
+        # LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate" here (hidden unless --verbose).
+        with native_stderr_captured():
+            self._interp = Interpreter(model_content=data, experimental_op_resolver_type=kind, num_threads=1)
+            self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
         self.input_shape = tuple(int(d) for d in self._in["shape"])

@@ -49,10 +49,17 @@ def _eval(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from tinyconv.trainer.run import quickstart
 
-    config = load_config(args.config or "configs/quickstart.yaml" if args.config or _default_exists() else None,
-                         args.overrides)
+    # Without --config: the packaged recipe (tinyconv/recipes/quickstart.yaml), from any directory.
+    config = load_config(args.config or "quickstart", args.overrides)
     if args.wake_word is not None:  # `--wake-word ''` must reach the config check, not fall back to the default
         config = replace(config, data={"wake_word": args.wake_word})
+    if args.print_config:
+        import yaml
+
+        from tinyconv.config import config_to_dict
+
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        return 0
     t0 = time.perf_counter()
     result = quickstart(config)
     r = result.eval.report
@@ -71,12 +78,6 @@ def _quickstart(args: argparse.Namespace) -> int:
     print("  reports:    " + ", ".join(str(p) for p in result.eval.files.values()))
     print(f"next: tinyconv export {result.checkpoint} --out {result.checkpoint.parent / 'export'}")
     return 0
-
-
-def _default_exists() -> bool:
-    from pathlib import Path
-
-    return Path("configs/quickstart.yaml").is_file()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -100,8 +101,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_eval)
     p = sub.add_parser("quickstart", help="synthesize data, train TinyConv V2, evaluate (the main job); "
                                           "a re-run replaces the model in its run folder (train.out_dir)")
-    p.add_argument("--wake-word", help="wake word (default from configs/quickstart.yaml)")
+    p.add_argument("--wake-word", help="wake word (default from the quickstart recipe)")
     add_config_args(p)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (recipe, --config, --set, --wake-word) as YAML and exit")
     p.set_defaults(func=_quickstart)
     from tinyconv.trainer.teacher_cli import add_parsers as add_teacher_parsers
 
