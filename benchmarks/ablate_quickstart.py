@@ -50,7 +50,7 @@ def train(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
+    ap.add_argument("--config", default="quickstart", help="YAML file or packaged recipe name")
     ap.add_argument("--dataset", help="an existing dataset folder (e.g. from bench_quickstart); "
                                        "not needed with --evaluate-only")
     ap.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value")
@@ -63,6 +63,7 @@ def main() -> int:
 
     import torch
 
+    from _results import resolve_path, write_results
     from bench_quickstart import recall_by_negative_kind
     from tinyconv.config import load_config
 
@@ -80,7 +81,7 @@ def main() -> int:
             runs = dict(zip(variants, pool.map(lambda kv: train(kv[0], kv[1], args), variants.items())))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name, run in runs.items():
-        out = Path(str(run["out"]))
+        out = resolve_path(run["out"])  # recorded relative to the repository
         config = load_config(str(out / "config.yaml"))
         history = json.loads((out / "history.json").read_text())
         run["best_val_recall_at_far"] = max(h["val_metric"] for h in history)
@@ -90,9 +91,8 @@ def main() -> int:
                                                               split="val")["missed_by_timbre"]
         run["dataset"] = config.data.dataset_dir
         rows[name] = run
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1) + "\n")
-    print(json.dumps({k: rows[k] for k in runs}, indent=1))
+    written = write_results(path, rows)
+    print(json.dumps({k: written[k] for k in runs}, indent=1))
     return 0
 
 

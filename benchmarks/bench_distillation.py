@@ -29,6 +29,8 @@ from tinyconv.checkpoint import load_checkpoint
 from tinyconv.trainer.run import load_splits, model_from_checkpoint, predict
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _results import write_results  # noqa: E402  (paths relative to the repository)
 
 SYNTH_SIZES = ["data.num_positive=150", "data.num_confusable=100", "data.num_other_speech=100",
                "data.num_background=40", "augment.num_room_impulse_responses=6"]
@@ -147,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         synthesize_dataset(config, args.dataset)
     result = run(config, args.seeds, args.target_far, work)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+    write_results(args.out, result, default=str, trailing_newline=False)
     s = result["summary"]
     for name in ("plain", "distill"):
         acc, frr = s[name]["accuracy"], s[name].get("frr_at_far")

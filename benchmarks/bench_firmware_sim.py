@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 
 from tinyconv.firmware_sim.arena import measure_host_arena, target_arena
@@ -22,6 +23,8 @@ from tinyconv.firmware_sim.costmodel import calibrate_dscnn
 from tinyconv.firmware_sim.model import load_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _results import write_results  # noqa: E402  (paths relative to the repository)
 REF = ROOT.parent / "shared" / "reference_models"
 MANIFEST_ARENA = {"okay_nabu": 26080, "alexa": 22348, "hey_jarvis": 22860, "vad": 16772}
 
@@ -49,9 +52,7 @@ def main() -> None:
         result["latency_calibration_stm32l4r5"] = [
             {"kernels": c.model, "published_ms": c.published_ms, "estimated_ms": round(c.estimated_ms, 2),
              "error_pct": round(c.error_pct, 1)} for c in calibrate_dscnn(load_tflite(dscnn))]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps(write_results(args.out, result, indent=2), indent=2))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Float -> INT8 quality under TFLite Micro: post-training quantization vs QAT, TinyConv V1 and V2.
 
     python benchmarks/bench_quantization.py [--dataset runs/bench_quickstart/data]
-        [--config configs/quickstart.yaml] [--variants v1,v2] [--float v2=CKPT,v1=CKPT]
+        [--config quickstart] [--variants v1,v2] [--float v2=CKPT,v1=CKPT]
         [--set qat.learning_rate=1e-4 ...] [--work runs/bench_quantization]
         [--out benchmarks/results/quantization.json]
 
@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _results import write_results  # noqa: E402  (paths relative to the repository)
 TARGET_DROP_POINTS = 0.5
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=REPO / "runs" / "bench_quickstart" / "data",
                         help="a synthesized dataset (default: the one bench_quickstart.py makes)")
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "quickstart.yaml")
+    parser.add_argument("--config", default="quickstart", help="YAML file or packaged recipe name")
     parser.add_argument("--variants", default="v1,v2", help="comma-separated: v1, v2")
     parser.add_argument("--float", default="", help="reuse float checkpoints: v2=PATH[,v1=PATH]")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -151,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                  "torch_threads": torch.get_num_threads()},
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_results(args.out, report)
     print(f"{'variant':8s} {'float':>7s} {'PTQ':>7s} {'QAT':>7s} {'PTQ drop':>9s} {'QAT drop':>9s} "
           f"{'R@FAR f/ptq/qat':>20s}")
     for r in results:

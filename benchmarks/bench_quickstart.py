@@ -1,7 +1,7 @@
 """Quickstart benchmark: wall time from nothing to an evaluated model, quality on held-out
 voices, and training throughput of V1 vs V2 on the same features.
 
-    .venv/bin/python benchmarks/bench_quickstart.py [--config configs/quickstart.yaml] [--out DIR]
+    .venv/bin/python benchmarks/bench_quickstart.py [--config quickstart] [--out DIR]
 
 Targets (issue 2): total <= 600 s on 2 CPU cores; wake-word recall >= 0.95 at a false-accept
 rate <= 1 % of negative test clips. Writes benchmarks/results/quickstart.json and exits 1 when a
@@ -27,6 +27,8 @@ from tinyconv.models import create_model
 from tinyconv.trainer.run import quickstart
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _results import write_results  # noqa: E402  (paths relative to the repository)
 
 
 def throughput(name: str, x: torch.Tensor, y: torch.Tensor, width: float, steps: int = 30, batch: int = 128,
@@ -79,7 +81,7 @@ def recall_by_negative_kind(checkpoint: Path, config: object, target_far: float,
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(REPO / "configs" / "quickstart.yaml"))
+    ap.add_argument("--config", default="quickstart", help="YAML file or packaged recipe name")
     ap.add_argument("--out", default=str(REPO / "runs" / "bench_quickstart"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "quickstart.json"))
     args = ap.parse_args()
@@ -125,9 +127,7 @@ def main() -> int:
         "targets": {"total_seconds_max": 600, "recall_min": 0.95, "far_max": 0.01},
     }
     results["pass"] = {"time": total <= 600, "quality": wake["recall_at_target_far"] >= 0.95}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(results, indent=1))
+    print(json.dumps(write_results(args.results, results), indent=1))
     return 0 if all(results["pass"].values()) else 1
 
 

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _results import resolve_path, write_results  # noqa: E402  (paths relative to the repository)
 REFERENCE_DIR = REPO.parent / "shared" / "reference_models"
 BUDGETS = ("nrf52840", "esp32s3")
 MAX_DROP_POINTS = 0.5
@@ -696,14 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(args.add_scale_study.read_text())
         preset = SCALES[report["settings"]["scale"]]
         first = report["words"][0]
-        export_dir = Path(first["export_dir"]) if "export_dir" in first else None
+        export_dir = resolve_path(first["export_dir"]) if "export_dir" in first else None
         factors = list(preset["scale_factors"])
         report["settings"]["scale_factors"] = factors
         report["scale_word"] = first["wake_word"]
-        report["scale_study"] = scale_study(first["wake_word"], preset, Path(report["work_dir"]), export_dir,
+        report["scale_study"] = scale_study(first["wake_word"], preset, resolve_path(report["work_dir"]), export_dir,
                                             factors, args)
         report["command"] += "`, then `benchmarks/e2e.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        args.add_scale_study.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        write_results(args.add_scale_study, report, default=str)
         args.results_md.write_text(render_markdown(report))
         log(f"added the scale study to {args.add_scale_study} and wrote {args.results_md}")
         return 0 if report.get("pass") else 1
@@ -773,8 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         report["json"] = str(out.resolve().relative_to(REPO))
     except ValueError:
         report["json"] = str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    report = write_results(out, report, default=str)  # the markdown shows the same (portable) paths
     args.results_md.parent.mkdir(parents=True, exist_ok=True)
     args.results_md.write_text(render_markdown(report))
     log(f"wrote {out} and {args.results_md}")

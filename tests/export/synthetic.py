@@ -30,8 +30,9 @@ def make_features(n: int, seed: int, num_classes: int = 3) -> tuple[np.ndarray, 
     return np.round(x * 25.6) / 25.6, y  # on the frontend's 1/25.6 grid
 
 
-def tiny_config() -> Config:
-    """TinyConv V2 test model (8 channels, 2 blocks) with a 2-epoch QAT fine-tune."""
+def synthetic_config() -> Config:
+    """TinyConv V2 test model (8 channels, 2 blocks) with a 2-epoch QAT fine-tune, for seeded synthetic
+    features (no dataset folder; tests.helpers.tiny_config is the spoken-dataset one)."""
     return Config(
         # Trained on synthetic features: no dataset folder exists for it (the gate skips accuracy).
         data=DataConfig(dataset_dir="synthetic-features-no-dataset"),
@@ -67,4 +68,4 @@ def train_float(config: Config, x: np.ndarray, y: np.ndarray, epochs: int = 6) -
 def v1_config() -> Config:
     """TinyConv V1 (standard 3x3 convs) at the smallest width, through the generic entry."""
     model = ModelConfig(name="tinyconv", tiny_conv_use_depthwise=False, width_multiplier=0.125)
-    return dataclasses.replace(tiny_config(), model=model)
+    return dataclasses.replace(synthetic_config(), model=model)

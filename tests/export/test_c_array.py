@@ -7,7 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tinyconv.config import FrontendConfig
 
 READBACK = r"""
 #include <stdio.h>
@@ -49,6 +52,70 @@ def test_host_compile_reads_back_tflite(qat_export, tmp_path: Path) -> None:  # 
         assert int(n) == m["files"]["model_int8.tflite"]["bytes"]
         assert (int(frames), int(channels), int(labels)) == (98, 40, 3) and positive == "hey_tiny"
         assert int(zero_q) == m["input"]["zero_point"] and int(arena) == m["tensor_arena_bytes"]
+
+
+ALL_FRONTEND_VALUES = r"""
+#include <stdio.h>
+#include "model_data.h"
+int main(void) {
+  for (unsigned v = 0; v < 1024; v++) printf("%d\n", tinyconv_feature_to_int8((uint16_t)v));
+  return 0;
+}
+"""
+
+
+def _c_feature_to_int8(header_dir: Path, tmp_path: Path) -> np.ndarray:
+    """tinyconv_feature_to_int8(v) of the generated header, compiled with gcc, for v = 0..1023."""
+    (tmp_path / "quant.c").write_text(ALL_FRONTEND_VALUES)
+    exe = tmp_path / "quant"
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", str(tmp_path / "quant.c"), "-I", str(header_dir),
+                    "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    return np.array([int(v) for v in out])
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc missing")
+def test_c_feature_quantization_matches_python_for_every_frontend_value(qat_export, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The firmware helper and the Python quantization the simulator and the export's self-check use
+    agree on every frontend output 0..1023 (features up to 40), not only at 0."""
+    from tinyconv.export.pipeline import quantize_features
+    from tinyconv.features import features_to_int8
+
+    m = qat_export.manifest
+    values = np.arange(1024)
+    features = values * m["frontend"]["feature_scale"]
+    c = _c_feature_to_int8(qat_export.out_dir, tmp_path)
+    for python in (features_to_int8(features, m["input"]["scale"], m["input"]["zero_point"]),
+                   quantize_features(features, m["input"]["scale"], m["input"]["zero_point"])):
+        differ = np.nonzero(c != python.astype(int))[0]
+        assert differ.size == 0, [(int(v), int(c[v]), int(python[v])) for v in differ[:10]]
+    assert c.min() == -128 and c.max() == 127  # the sweep reaches both ends of the int8 range
+
+
+@pytest.mark.xfail(strict=True, reason="known: the C helper rounds exact .5 ties up ((int)(q + 0.5f)), Python "
+                                       "(np.round / np.rint) to even; 1 LSB on ties. Unifying the rule is open "
+                                       "(issue 16); this test then passes and strict xfail flags it")
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="host gcc missing")
+def test_c_feature_quantization_rounds_ties_like_python(qat_export, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An input scale of exactly 2 x feature_scale puts every odd frontend value on a .5 tie."""
+    import dataclasses
+
+    from tinyconv.export.c_array import CArrayInputs, render_header
+    from tinyconv.export.tflite import inspect_tflite
+    from tinyconv.features import features_to_int8
+
+    fe = FrontendConfig()
+    info = inspect_tflite(qat_export.files["model_int8.tflite"].read_bytes())
+    info = dataclasses.replace(info, input=dataclasses.replace(info.input, scale=2 * fe.feature_scale,
+                                                               zero_point=-128))
+    header_dir = tmp_path / "h"
+    header_dir.mkdir()
+    (header_dir / "model_data.h").write_text(render_header(CArrayInputs(
+        tflite=b"", info=info, labels=["_negative_", "hey_tiny"], positive_label="hey_tiny", frontend=fe,
+        tensor_arena_bytes=0, source_description="ties")))
+    c = _c_feature_to_int8(header_dir, tmp_path)
+    python = features_to_int8(np.arange(1024) * fe.feature_scale, 2 * fe.feature_scale, -128).astype(int)
+    assert np.array_equal(c, python), f"{int((c != python).sum())} values differ (max {int(abs(c - python).max())} LSB)"
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="gcc-arm-none-eabi not installed")

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tinyconv.export.errors import ExportError
 from tinyconv.export.pipeline import FORBIDDEN_OPS, export_checkpoint
 from tinyconv.export.tflite import check_full_integer, inspect_tflite
 
@@ -47,8 +48,53 @@ def test_full_integer_int8_io(which: str, request: pytest.FixtureRequest) -> Non
     assert info.input.shape == (1, 98, 40) and info.input.dtype == "int8"
     assert info.output.shape == (1, 3) and info.output.dtype == "int8"
     # TFLM scheme: per-channel symmetric weights (zero point 0, one scale per output channel).
-    assert all(zero and n > 1 for _, zero, n in info.weight_quant)
+    assert len(info.weight_quant) == 6  # 5 convs + the classifier
+    assert all(w.symmetric and w.num_scales == w.num_zero_points == w.num_channels > 1 for w in info.weight_quant)
     assert info.bias_types and all(t == "INT32" for t in info.bias_types)
+
+
+def _mutate_first_weights(data: bytes, op_name: str, change) -> bytes:  # type: ignore[no-untyped-def]
+    """`data` with `change(quantization)` applied to the weights of the first `op_name` op."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    code = getattr(schema.BuiltinOperator, op_name)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    op = next(o for o in model.subgraphs[0].operators if codes[o.opcodeIndex] == code)
+    change(model.subgraphs[0].tensors[op.inputs[1]].quantization)
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _drop_last_channel(q) -> None:  # type: ignore[no-untyped-def]
+    q.scale, q.zeroPoint = list(q.scale)[:-1], list(q.zeroPoint)[:-1]
+
+
+def _one_zero_point(q) -> None:  # type: ignore[no-untyped-def]
+    q.zeroPoint = [0]
+
+
+def _wrong_dimension(q) -> None:  # type: ignore[no-untyped-def]
+    q.quantizedDimension = 1  # a conv's kernel height, not its output channels
+
+
+@pytest.mark.parametrize(("op_name", "change", "message"), [
+    ("CONV_2D", _drop_last_channel, r"op #4 CONV_2D: 7 per-channel weight scales for 8 channels along quantized "
+                                    r"dimension 0; expected one per channel"),
+    ("DEPTHWISE_CONV_2D", _drop_last_channel, r"op #1 DEPTHWISE_CONV_2D: 7 per-channel weight scales for 8 channels "
+                                              r"along quantized dimension 3"),
+    ("FULLY_CONNECTED", _drop_last_channel, r"op #8 FULLY_CONNECTED: 2 per-channel weight scales for 3 channels"),
+    ("CONV_2D", _one_zero_point, r"op #4 CONV_2D: 1 weight zero points for 8 scales; expected one per scale"),
+    ("CONV_2D", _wrong_dimension, r"op #4 CONV_2D: 8 per-channel weight scales for 1 channels along quantized "
+                                  r"dimension 1"),
+])
+def test_per_channel_scale_counts_are_checked(qat_export, op_name, change, message) -> None:  # type: ignore[no-untyped-def]
+    data = qat_export.files["model_int8.tflite"].read_bytes()
+    check_full_integer(inspect_tflite(data))  # the export itself passes
+    with pytest.raises(ExportError, match=message):
+        check_full_integer(inspect_tflite(_mutate_first_weights(data, op_name, change)))
 
 
 def test_loads_in_tflite_micro(qat_export) -> None:  # type: ignore[no-untyped-def]
@@ -111,7 +157,7 @@ def test_time_dilated_model_exports_bit_exact(trained, tmp_path) -> None:  # typ
     a converter that dropped the dilation would fail it by many LSB."""
     import dataclasses
 
-    from synthetic import tiny_config, train_float
+    from tests.export.synthetic import synthetic_config, train_float
 
     from tinyconv.checkpoint import save_checkpoint
     from tinyconv.config import ModelConfig
@@ -119,7 +165,7 @@ def test_time_dilated_model_exports_bit_exact(trained, tmp_path) -> None:  # typ
     from tinyconv.trainer.qat import qat_finetune
 
     model = ModelConfig(name="tinyconv", width_multiplier=0.125, time_dilations=(1, 2, 4, 4))
-    config = dataclasses.replace(tiny_config(), model=model)
+    config = dataclasses.replace(synthetic_config(), model=model)
     x, y = trained.train_x[:256], trained.train_y[:256]
     float_ckpt = train_float(config, x, y, epochs=2)
     save_checkpoint(float_ckpt, tmp_path / "d.pt")

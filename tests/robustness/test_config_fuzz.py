@@ -1,6 +1,6 @@
 """Seeded fuzzing of the config loader: mutated YAML configs load or raise ConfigError, nothing else.
 
-Each case starts from configs/quickstart.yaml or the tests' tiny config and applies a few random
+Each case starts from the quickstart recipe or the tests' tiny config and applies a few random
 structural mutations (deleted or renamed keys, swapped types, huge numbers, NaN, nested lists,
 scalars in place of sections) or text mutations (random bytes, cut text, aliases, deep brackets).
 Every case must finish fast, every error must be a short ConfigError, and memory must stay flat.
@@ -31,9 +31,11 @@ SWAPS: list[Any] = [
 
 
 def bases() -> list[dict[str, Any]]:
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
-    quick = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    from tinyconv.recipes import recipe_path
+
+    quick = yaml.safe_load(recipe_path("quickstart").read_text())
     tiny = config_to_dict(load_config(None, TINY_OVERRIDES))
     return [quick, tiny]
 

@@ -24,7 +24,7 @@ from tinyconv.data.manifest import DatasetError, read_manifest, resolve
 from tinyconv.data.speech_commands import prepare_speech_commands
 from tinyconv.data.synth import synthesize_dataset
 from tinyconv.data.writing import dataset_writer
-from tests.conftest import TINY_OVERRIDES, tiny_config
+from tests.helpers import TINY_OVERRIDES, tiny_config
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 

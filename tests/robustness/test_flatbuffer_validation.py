@@ -18,21 +18,18 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as s
 
+from tests.helpers import reference_model
 from tinyconv.cli import main
 from tinyconv.firmware_sim.errors import ModelError
 from tinyconv.firmware_sim.isolate import run_isolated
 from tinyconv.firmware_sim.model import load_tflite, parse_tflite
 from tinyconv.firmware_sim.synthetic import build_tiny_model
 
-REF_DIR = Path(__file__).resolve().parents[3] / "shared" / "reference_models"
 TINY = build_tiny_model(seed=0)  # RESHAPE -> CONV_2D (stride 2) -> FULLY_CONNECTED
 
 
 def ref_bytes(name: str) -> bytes:
-    path = REF_DIR / name
-    if not path.is_file():
-        pytest.skip(f"reference model {name} not present in {REF_DIR}")
-    return path.read_bytes()
+    return reference_model(name).read_bytes()
 
 
 def mutate(data: bytes, change: Callable[[s.ModelT], None]) -> bytes:
@@ -267,8 +264,7 @@ def test_conv_stride_patched_to_zero_in_the_file() -> None:
                                   "mww_v2_okay_nabu.tflite", "mww_v2_alexa.tflite", "mww_v2_hey_jarvis.tflite",
                                   "mww_v2_vad.tflite"])
 def test_reference_models_pass_validation(name: str) -> None:
-    ref_bytes(name)
-    model = load_tflite(REF_DIR / name)
+    model = load_tflite(reference_model(name))
     assert model.ops and model.inputs
 
 

@@ -19,7 +19,7 @@ from tinyconv.trainer.run import load_splits, train
 
 @pytest.fixture(scope="module")
 def splits(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from tests.conftest import TINY_OVERRIDES
+    from tests.helpers import TINY_OVERRIDES
 
     cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={tiny_dataset}"])
     return load_splits(cfg)
@@ -98,10 +98,10 @@ def test_resume_into_another_models_folder_is_one_line_and_keeps_config_yaml(
     cfg = one_epoch(tiny_cfg, out)
     train(cfg, data=splits)
     saved = (out / "config.yaml").read_bytes()
-    other = replace(cfg, model={"name": "tinyconv_v1", "width_multiplier": 0.25})
+    other = replace(cfg, model={"name": "tinyconv", "width_multiplier": 0.25})
     with pytest.raises(RunFolderError, match=rf"^cannot resume {out / LAST}: it was written for model "
                                              r"'tinyconv_test' with width_multiplier 0\.5 \(this run: 0\.25\), "
-                                             r"and its weights do not fit this run's model 'tinyconv_v1'; resume with "
+                                             r"and its weights do not fit this run's model 'tinyconv'; resume with "
                                              rf"the run's own config \(--config {out / 'config.yaml'}\)") as info:
         train(other, data=splits, resume=True)
     assert "\n" not in str(info.value) and len(str(info.value)) < 500

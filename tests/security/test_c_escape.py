@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.export.synthetic import synthetic_config
 from tinyconv.checkpoint import Checkpoint, save_checkpoint
 from tinyconv.export.c_array import _c_comment, _c_string
 from tinyconv.models import build_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
-from synthetic import tiny_config  # noqa: E402  (tests/export's seeded tiny model config)
 
 # A file name cannot hold "/", so "*/" can only reach the C files through a label.
 HOSTILE_NAME = 'evil\n#error injected by the file name\n"\\??=*.pt'
@@ -50,7 +48,7 @@ def hostile_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tinyconv.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("c_escape")
-    cfg = tiny_config()
+    cfg = synthetic_config()
     torch.manual_seed(0)  # an untrained seeded model: only the generated text matters here
     model = build_model(cfg.model, len(HOSTILE_LABELS), cfg.frontend)
     ckpt = Checkpoint(config=cfg, labels=HOSTILE_LABELS, state_dict=model.state_dict(),

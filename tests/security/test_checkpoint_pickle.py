@@ -18,7 +18,7 @@ from tinyconv.config import Config, config_to_dict, load_config
 from tinyconv.data.dataset import FeatureSet
 from tinyconv.trainer.loop import LAST
 from tinyconv.trainer.run import train
-from tests.conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 HOSTILE = "not a plain tinyconv checkpoint"
 

@@ -8,28 +8,26 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.export.synthetic import LABELS, synthetic_config
 from tinyconv.checkpoint import Checkpoint, save_checkpoint
 from tinyconv.cli import main
 from tinyconv.export import export_checkpoint
 from tinyconv.export.errors import ExportError
 from tinyconv.models import build_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
-from synthetic import LABELS, tiny_config  # noqa: E402  (tests/export's seeded tiny model config)
 
 CALIBRATION = np.random.default_rng(0).uniform(0, 20, (32, 98, 40)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = tiny_config()
+    cfg = synthetic_config()
     torch.manual_seed(0)  # untrained and seeded: these tests only look at the output folder
     model = build_model(cfg.model, len(LABELS), cfg.frontend)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"

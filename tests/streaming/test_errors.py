@@ -51,11 +51,9 @@ def test_three_class_streaming_model_is_refused() -> None:
 
 
 def test_op_outside_esphome_resolver_is_named() -> None:
-    from tests.conftest import SHARED_MODELS
+    from tests.helpers import reference_model
 
-    path = SHARED_MODELS / "mlperf_tiny_kws_dscnn_int8.tflite"
-    if not path.is_file():
-        pytest.skip("reference models not available")
+    path = reference_model("mlperf_tiny_kws_dscnn_int8.tflite")
     with pytest.raises(EsphomeExportError, match="op SOFTMAX is not in ESPHome micro_wake_word's op resolver"):
         check_esphome_model(path.read_bytes())
 

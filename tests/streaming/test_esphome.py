@@ -70,12 +70,10 @@ def test_export_writes_pair_that_passes_esphome_load_checks(esphome_export) -> N
 
 
 def test_reference_microwakeword_models_pass_the_same_checks() -> None:
-    from tests.conftest import SHARED_MODELS
+    from tests.helpers import reference_model
 
     for name in ("okay_nabu", "hey_jarvis"):
-        if not (SHARED_MODELS / f"mww_v2_{name}.tflite").is_file():
-            pytest.skip("reference models not available")
-        info = check_esphome_model((SHARED_MODELS / f"mww_v2_{name}.tflite").read_bytes())
+        info = check_esphome_model(reference_model(f"mww_v2_{name}.tflite").read_bytes())
         assert info.num_variables == 6
 
 

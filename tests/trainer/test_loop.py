@@ -54,7 +54,10 @@ def test_early_stopping(tiny_cfg: Config) -> None:
     cfg = replace(tiny_cfg, train={"epochs": 6, "early_stopping_patience": 1, "learning_rate": 1e-9,
                                    "selection_metric": "accuracy"})
     result = train(cfg)
-    assert result.epochs_run < 6
+    history = json.loads((Path(cfg.train.out_dir) / "history.json").read_text())
+    # Stopped exactly `patience` epochs after the best one, and says how many epochs really ran.
+    assert result.epochs_run == len(result.history) == len(history) == result.best_epoch + 1 + 1 < 6
+    assert [row["epoch"] for row in history] == list(range(result.epochs_run))
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_cfg: Config, tmp_path: Path) -> None:

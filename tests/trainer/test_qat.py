@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
-
-from synthetic import LABELS, make_features, tiny_config, train_float, v1_config  # noqa: E402
-
-from tinyconv.models import create_model  # noqa: E402
-from tinyconv.models.quant import FusedConvBNReLU2d, QuantizationError  # noqa: E402
-from tinyconv.trainer.qat import (  # noqa: E402
+from tests.export.synthetic import LABELS, make_features, synthetic_config, train_float, v1_config
+from tinyconv.models import create_model
+from tinyconv.models.quant import FusedConvBNReLU2d, QuantizationError
+from tinyconv.trainer.qat import (
     fold_tiny_conv,
     fuse_tiny_conv,
     load_qat_model,
@@ -66,7 +61,7 @@ def test_unsupported_architecture_is_refused() -> None:
             self.conv = nn.Conv2d(1, 4, 3)
 
     with pytest.raises(QuantizationError, match=r"supports TinyConv V1/V2 .*got architecture 'Other'"):
-        prepare_model_for_qat(Other(), tiny_config())
+        prepare_model_for_qat(Other(), synthetic_config())
 
 
 def test_stray_layer_is_named() -> None:
@@ -107,7 +102,7 @@ def test_litert_workaround_still_needed() -> None:
 def test_qat_trains_freezes_and_round_trips_through_a_checkpoint() -> None:
     from tinyconv.checkpoint import Checkpoint
 
-    config = tiny_config()
+    config = synthetic_config()
     x, y = make_features(128, seed=3)
     float_ckpt = train_float(config, x, y, epochs=1)
     model = prepare_model_for_qat(float_ckpt.build_model(), config)
@@ -139,7 +134,7 @@ def test_qat_trains_freezes_and_round_trips_through_a_checkpoint() -> None:
 
 
 def test_bn_freeze_survives_train_eval_switches() -> None:
-    config = tiny_config()
+    config = synthetic_config()
     model = prepare_model_for_qat(create_model("tinyconv_test", num_classes=3), config)
     model.freeze_bn()
     bn_running = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
@@ -168,4 +163,6 @@ def test_qat_finetune_v1_end_to_end(tmp_path: Path) -> None:
     info = inspect_tflite(result.files["model_int8.tflite"].read_bytes())
     convs = [op for op in info.ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert len(convs) == 1 + 4 and all(op.fused_activation == "RELU" for op in convs)
-    assert np.isfinite(result.tensor_arena_bytes)
+    # The TFLM arena was measured (an int: isfinite() on it could never fail) and is plausible.
+    assert 1000 < result.tensor_arena_bytes < 200_000
+    assert result.manifest["tensor_arena_bytes"] == result.tensor_arena_bytes

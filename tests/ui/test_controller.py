@@ -74,6 +74,14 @@ def test_load_and_save_report_errors(ctl: UiController, tmp_path: Path) -> None:
     assert saved == str(tmp_path / "a.yaml") and load_config(saved) == Config()
 
 
+def test_load_takes_a_packaged_recipe_name(ctl: UiController) -> None:
+    values, status = ctl.load("quickstart")
+    assert status == "Loaded the packaged recipe `quickstart`."
+    assert values == config_to_values(load_config("quickstart"))
+    values, status = ctl.load("quikstart")  # not a recipe: a path, and a config path must be a .yaml file
+    assert values is None and status == "**Error:** a config is a .yaml file, got 'quikstart'"
+
+
 def test_views_read_stage_outputs(tmp_path: Path) -> None:
     (tmp_path / "history.json").write_text(json.dumps([
         {"epoch": 0, "train_loss": 0.9, "val_loss": 0.8, "val_accuracy": 0.5, "val_recall_at_far": 0.1},

@@ -11,6 +11,7 @@ import pytest
 from tinyconv.config import Config, ConfigError, load_config, replace
 from tinyconv.ui.panel_config import (
     config_to_values,
+    describe_source,
     load_values,
     panel_fields,
     save_values,
@@ -77,8 +78,46 @@ def test_saved_yaml_is_read_unchanged_by_the_cli_loader(tmp_path: Path) -> None:
 
 
 def test_load_reads_the_quickstart_config() -> None:
-    assert values_to_config(load_values(REPO / "configs" / "quickstart.yaml")) == load_config(
-        REPO / "configs" / "quickstart.yaml")
+    from tinyconv.recipes import recipe_path
+
+    assert values_to_config(load_values(recipe_path("quickstart"))) == load_config("quickstart")
+    assert load_values("quickstart") == load_values(recipe_path("quickstart"))
+
+
+def test_source_line_says_where_the_values_come_from() -> None:
+    assert describe_source(None).startswith("Showing the **library defaults** (`tinyconv ui` was started without "
+                                            "`--config`)")
+    assert "quickstart" in describe_source(None)
+    assert describe_source("runs/my.yaml") == "Showing `runs/my.yaml`."
+    assert describe_source("quickstart", ["train.epochs=3"]) == "Showing `quickstart` with 1 `--set` override."
+
+
+def _app_values(config: Config, tmp_path: Path, **kwargs: object) -> dict[str, object]:
+    """Starting values of the built app's components, by elem_id (no server, no browser)."""
+    from tinyconv.ui.app import build_app
+
+    demo = build_app(config, tmp_path / "runs", **kwargs)
+    return {b.elem_id: b.value for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+
+def test_app_shows_the_named_file_under_its_path_not_the_defaults(tmp_path: Path) -> None:
+    # The bug: the path box read configs/quickstart.yaml (width 1.0, dilated, 35 epochs) over the
+    # library defaults (width 0.5, no dilations, 30 epochs).
+    path = tmp_path / "mine.yaml"
+    path.write_text("model:\n  width_multiplier: 0.75\n  time_dilations: [1, 2, 2, 2]\ntrain:\n  epochs: 7\n")
+    shown = _app_values(load_config(path), tmp_path, config_source=str(path))
+    assert shown["cfg-path"] == str(path)
+    assert shown["cfg-status"] == f"Showing `{path}`."
+    assert (shown["cfg-model-width_multiplier"], shown["cfg-train-epochs"]) == (0.75, 7)
+    assert shown["cfg-model-time_dilations"] == "[1, 2, 2, 2]"
+    assert Config().model.width_multiplier != 0.75 and Config().train.epochs != 7
+
+
+def test_app_started_without_a_config_labels_the_defaults(tmp_path: Path) -> None:
+    shown = _app_values(Config(), tmp_path)
+    assert shown["cfg-path"] == ""
+    assert "library defaults" in str(shown["cfg-status"])
+    assert shown["cfg-train-epochs"] == Config().train.epochs
 
 
 def test_load_and_save_errors_are_readable(tmp_path: Path) -> None:

@@ -25,12 +25,18 @@ class Row:
     split: str
     voice: str = ""
     text: str = ""
-    kind: str = ""  # positive, confusable, speech, background, keyword, unknown, silence
+    # positive, confusable, speech, background, other_wake_word, long_speech, recorded (synthesis);
+    # keyword, unknown, silence (Speech Commands)
+    kind: str = ""
     aug: str = ""
     # sha256 of the clip's file bytes when the manifest was written ("" in manifests from before
     # this column existed): `tinyconv data check` and feature loading verify it, so a manifest
     # can never silently label other audio.
     sha256: str = ""
+    # What must not be shared across splits (tinyconv.data.tts.Voice.speaker): an espeak-ng
+    # timbre, a flite voice, a Kokoro voice's base voices ("kokoro:jf_alpha&jm_kumo"), a klettres
+    # language. "" where unknown (older manifests, loaded datasets).
+    speaker: str = ""
 
 
 @dataclass(frozen=True)

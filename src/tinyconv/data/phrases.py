@@ -141,3 +141,72 @@ def other_phrases(wake_word: str, count: int, rng: np.random.Generator) -> list[
         if not _contains(phrase, words):
             out.append(phrase)
     return out
+
+
+# Other assistants' and products' wake words (short enough for the window): a detector must stay
+# quiet when the room talks to another device.
+OTHER_WAKE_WORDS = (
+    "alexa", "hey siri", "siri", "okay google", "hey google", "hey cortana", "computer", "echo", "amazon",
+    "hey jarvis", "okay nabu", "hey mycroft", "hey snips", "hey rhasspy", "hey bixby", "hi bixby", "hey portal",
+    "hey mercedes", "hey sonos", "hey lenovo", "okay nabu casa", "alexa stop", "hey alexa", "wake up",
+)
+
+# Everyday sentences for long stretches of connected speech (with SENTENCES).
+LONG_SENTENCES = (
+    "I went to the market this morning and the strawberries were already sold out.",
+    "We should probably leave before the traffic gets really bad on the bridge.",
+    "My sister called to say she is flying in on Thursday instead of Friday.",
+    "The kids have a school trip next week, so I need to sign the form tonight.",
+    "Honestly, I think the second season was better than the first one.",
+    "Can you remind me what we decided about the paint for the living room?",
+    "The recipe says to bake it for forty minutes, but our oven runs a little hot.",
+    "If it stops raining we could take the dog for a long walk by the river.",
+    "He fixed the bike himself, which took most of the afternoon.",
+    "There is a new bakery on the corner that opens at six every morning.",
+    "I am not sure the package arrived; the tracking page has not changed since Monday.",
+    "Let's try to finish the report before lunch so we can relax a bit later.",
+    "The concert was loud, but the band played all of their old songs.",
+    "We ran out of coffee again, so please add it to the shopping list.",
+    "My phone keeps restarting whenever I open the camera.",
+    "The neighbours are having a party on Saturday and they invited everyone on the street.",
+    "It took us three hours to assemble that bookshelf, and one screw is still missing.",
+    "Did you hear that the library is closing early during the holidays?",
+    "I would rather stay home tonight and cook something simple.",
+    "The train was delayed, so I read half of my book on the platform.",
+    "Grandma wants the whole family over for dinner on Sunday.",
+    "Please turn the heating down a little, it is getting warm in here.",
+    "We watched a documentary about whales, and now the kids want to be marine biologists.",
+    "The doctor said to rest for a few days and drink plenty of water.",
+    "Our flight leaves at seven, so we have to be at the airport by five.",
+    "I planted tomatoes and basil, but the snails got to the lettuce first.",
+    "The meeting moved to Wednesday because half the team is travelling.",
+    "Could you check whether the back door is locked before we go to bed?",
+    "She has been learning the piano for a year and already plays beautifully.",
+    "The cat knocked a glass off the table and then looked at me as if it were my fault.",
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s']", " ", text.lower()).split()
+
+
+def other_wake_words(wake_word: str, count: int) -> list[str]:
+    """`count` other assistants' wake words in turn, none containing the wake word or contained in it."""
+    words = _words(wake_word)
+    pool = [w for w in OTHER_WAKE_WORDS
+            if not _contains(" ".join(_words(w)), words) and not _contains(" ".join(words), _words(w))]
+    return [pool[i % len(pool)] for i in range(count)] if pool else []
+
+
+def natural_stretches(wake_word: str, count: int, rng: np.random.Generator) -> list[str]:
+    """`count` stretches of 3-6 everyday sentences (~10 s of speech each), never containing the wake word."""
+    words = _words(wake_word)
+    sentences = [s for s in LONG_SENTENCES + tuple(s.capitalize() + "." for s in SENTENCES)
+                 if not _contains(" ".join(_words(s)), words)]
+    out: list[str] = []
+    while len(out) < count and sentences:
+        picked = rng.choice(len(sentences), size=int(rng.integers(3, 7)), replace=False)
+        text = " ".join(sentences[int(i)] for i in picked)
+        if not _contains(" ".join(_words(text)), words):  # across a sentence boundary ("... hey. Tiny ...")
+            out.append(text)
+    return out

@@ -80,9 +80,9 @@ def prepare_speech_commands(src_dir: str | Path, out_dir: str | Path, config: Co
                 val_list or test_list) else _hash_split(rel, d.val_fraction, d.test_fraction)
             speaker = wav.name.split("_nohash_")[0]
             if word in d.keywords:
-                rows.append(Row(path, word, split, speaker, word, "keyword"))
+                rows.append(Row(path, word, split, speaker, word, "keyword", speaker=speaker))
             else:
-                unknown[split].append(Row(path, UNKNOWN, split, speaker, word, "unknown"))
+                unknown[split].append(Row(path, UNKNOWN, split, speaker, word, "unknown", speaker=speaker))
     for split in unknown:
         n_known = sum(1 for r in rows if r.split == split)
         want = int(round(n_known * d.unknown_fraction / max(1e-9, 1 - d.unknown_fraction - d.silence_fraction)))

@@ -25,7 +25,9 @@ from tinyconv.config import Config, save_config
 from tinyconv.data.audio import write_wav
 from tinyconv.data.augment import augment_clip, place, simulate_rirs
 from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
-from tinyconv.data.phrases import confusable_phrases, other_phrases
+from tinyconv.data.natural_tts import (ClipGate, GateItem, GATED_KINDS, NaturalVoices, clip_count, gate_rejections,
+                                       natural_voices, settings_for, stretch_count, window)
+from tinyconv.data.phrases import confusable_phrases, natural_stretches, other_phrases, other_wake_words
 from tinyconv.data.tts import Voice, available_voices, random_voices, synthesize
 from tinyconv.data.writing import dataset_writer
 
@@ -39,7 +41,7 @@ R = TypeVar("R")
 class Utterance:
     index: int
     text: str
-    kind: str  # positive, confusable, speech, background
+    kind: str  # positive, confusable, speech, background, other_wake_word, long_speech, recorded
     split: str
     voice: Voice | None
     speed_wpm: int
@@ -128,11 +130,15 @@ def split_speakers(voices: list[Voice], cfg_seed: int, val_fraction: float, test
     return out
 
 
-def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice] | None = None) -> list[Utterance]:
+def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice] | None = None,
+                    natural: NaturalVoices | None = None) -> list[Utterance]:
     """Every clean utterance to speak, with its split and voice, decided up front from the seed.
 
     `train_only` voices (generated timbres) join the training split only, so validation and
-    test stay on real held-out voices.
+    test stay on real held-out voices. `natural` voices (tinyconv.data.natural_tts) come with
+    their splits: they take a share of the utterances of their split, speak the long stretches,
+    and its recordings are added as negatives of their speaker's split. Without them (and with
+    data.num_other_wake_words 0) the plan is what it was before they existed.
     """
     d = config.data
     rng = np.random.default_rng([d.seed, 1])
@@ -147,7 +153,9 @@ def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice]
     texts: list[tuple[str, str]] = [(spellings[i % len(spellings)], "positive") for i in range(d.num_positive)]
     texts += [(confusables[i % len(confusables)], "confusable") for i in range(d.num_confusable)]
     texts += [(t, "speech") for t in other_phrases(wake, d.num_other_speech, rng)]
+    texts += [(t, "other_wake_word") for t in other_wake_words(wake, d.num_other_wake_words)]
     texts += [("", "background")] * d.num_background
+    nat_rng = np.random.default_rng([d.seed, 5])  # natural voices draw apart: the rest of the plan stays
     max_samples = int(d.max_phrase_fraction * config.frontend.clip_samples)
     plan = []
     for index, (text, kind) in enumerate(texts):
@@ -156,8 +164,34 @@ def plan_utterances(config: Config, voices: list[Voice], train_only: list[Voice]
         voice = pool[int(rng.integers(len(pool)))] if kind != "background" else None
         speed = int(rng.choice(d.speeds_wpm))
         pitch = int(rng.integers(d.pitch_range[0], d.pitch_range[1] + 1))
+        if natural is not None and voice is not None:
+            voice = natural.pick(split, nat_rng) or voice
         plan.append(Utterance(index, text, kind, split, voice, speed, pitch,
-                              max_samples if kind in ("positive", "confusable") else 0))
+                              max_samples if kind in ("positive", "confusable", "other_wake_word") else 0))
+    if natural is not None:
+        plan += _plan_natural_negatives(config, natural, len(plan), nat_rng)
+    return plan
+
+
+def _plan_natural_negatives(config: Config, natural: NaturalVoices, start: int,
+                            rng: np.random.Generator) -> list[Utterance]:
+    """Long stretches of natural speech (data.natural_negative_seconds, shared out like the
+    splits) and the recordings (each in its speaker's split; speakers split like TTS voices)."""
+    d = config.data
+    plan: list[Utterance] = []
+    fractions = {"train": 1 - d.val_fraction - d.test_fraction, "val": d.val_fraction, "test": d.test_fraction}
+    for split in SPLITS:
+        speakers = natural.speaking(split)
+        count = stretch_count(natural.long_speech_seconds, fractions[split]) if speakers else 0
+        for text in natural_stretches(d.wake_word, count, rng):
+            voice = speakers[int(rng.integers(len(speakers)))]
+            plan.append(Utterance(start + len(plan), text, "long_speech", split, voice, int(rng.choice(d.speeds_wpm)),
+                                  int(rng.integers(d.pitch_range[0], d.pitch_range[1] + 1))))
+    if natural.recordings:
+        recorded = [v for v, _ in natural.recordings]
+        speaker_split = split_speakers(recorded, d.seed, d.val_fraction, d.test_fraction)
+        for voice, text in natural.recordings:
+            plan.append(Utterance(start + len(plan), text, "recorded", speaker_split[voice.speaker], voice, 160, 50))
     return plan
 
 
@@ -196,11 +230,11 @@ def _augment(job: tuple[int, int]) -> Row:
     rng = np.random.default_rng([config.data.seed, 2, index, copy])
     n = config.frontend.clip_samples
     spoken: Spoken = st["spoken"][index]
-    clean = spoken.audio
+    clean = window(u.kind, spoken.audio, copy, n)  # a long stretch gives one clip per window
     shift = config.frontend.sample_rate_hz * config.augment.max_shift_ms // 1000
     # Negatives end where positives end as often as not: otherwise "speech that ends at the end
     # of the window" is itself a cue, the model learns it, and end-aligned near misses pass.
-    end_aligned = u.kind in ("positive", "confusable") or (u.kind == "speech" and rng.random() < 0.5)
+    end_aligned = u.kind in ("positive", "confusable", "other_wake_word") or (u.kind == "speech" and rng.random() < 0.5)
     placed = place(clean, n, rng, end_aligned=end_aligned, max_shift=shift)
     aug_cfg = config.augment
     if u.kind == "background":
@@ -218,11 +252,16 @@ def _augment(job: tuple[int, int]) -> Row:
     rel = f"{u.split}/{u.kind}/{index:06d}_{copy}.wav"
     sha = write_wav(Path(st["out"]) / rel, samples, config.frontend.sample_rate_hz)
     aug = ";".join(f"{k}={v}" for k, v in info.items())
-    return Row(rel, label, u.split, u.voice.id if u.voice else "", u.text, u.kind, aug, sha)
+    return Row(rel, label, u.split, u.voice.id if u.voice else "", u.text, u.kind, aug, sha,
+               u.voice.speaker if u.voice else "")
 
 
-def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Path:
+def synthesize_dataset(config: Config, out_dir: str | Path | None = None, gate: ClipGate | None = None) -> Path:
     """Build the dataset folder (WAVs, manifest.csv, labels.json, config.yaml). Returns its path.
+
+    `gate` (tinyconv.data.natural_tts.ClipGate, e.g. an intelligibility check) sees every
+    natural-voice wake word, near miss and other wake word once spoken; a clip it rejects is
+    left out of the dataset.
 
     The folder is written whole into a temporary sibling and swapped in when complete, under a
     lock (tinyconv.data.writing): a killed run leaves the previous dataset intact.
@@ -230,7 +269,7 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     d = config.data
     final = Path(out_dir or d.dataset_dir)
     with dataset_writer(final) as out:
-        rows = _synthesize_into(config, out)
+        rows = _synthesize_into(config, out, gate)
     too_long = phrase_fit_counts(rows)["too_long"]
     if too_long:
         warnings.warn(f"{too_long} wake-word / near-miss clips last longer than {d.max_phrase_fraction:.0%} of the "
@@ -239,24 +278,35 @@ def synthesize_dataset(config: Config, out_dir: str | Path | None = None) -> Pat
     return final
 
 
-def _synthesize_into(config: Config, out: Path) -> list[Row]:
+def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) -> list[Row]:
     d = config.data
     voices = available_voices()
     extra = random_voices(d.random_voices, d.seed, out / "espeak-voices") if d.random_voices else []
-    plan = plan_utterances(config, voices, extra)
+    natural = natural_voices(config)
+    plan = plan_utterances(config, voices, extra, natural)
     workers = num_workers(d.num_workers)
-    spoken = list(parallel_map(_speak, plan, workers, "speak"))
+    spoken = list(parallel_map(_speak, plan, workers, "speak", settings_for(config),
+                               "tinyconv.data.natural_tts:_SETTINGS"))
+    rejected = gate_rejections([GateItem(u.index, u.text, u.kind, u.voice.id, c.audio, config.frontend.sample_rate_hz)
+                                for u, c in zip(plan, spoken) if u.voice is not None and u.kind in GATED_KINDS
+                                and u.voice.engine in ("kokoro", "hibari")], gate)
+    if rejected:
+        warnings.warn(f"the intelligibility gate rejected {len(rejected)} natural-voice clips; they were left out",
+                      stacklevel=3)
     # RIRs and babble sources per split, so test audio never shares a room or a voice with train.
     rirs = {
         s: simulate_rirs(max(1, config.augment.num_room_impulse_responses // 3), config.frontend.sample_rate_hz,
                          seed=d.seed * 10 + i)
         for i, s in enumerate(SPLITS)
     }
-    babble = {s: [c.audio for u, c in zip(plan, spoken) if u.split == s and u.kind == "speech" and len(c.audio)]
+    babble = {s: [c.audio for u, c in zip(plan, spoken)
+                  if u.split == s and u.kind in ("speech", "long_speech", "recorded") and len(c.audio)]
               for s in SPLITS}
     state = dict(config=config, plan=plan, spoken=spoken, rirs=rirs, babble=babble, out=str(out),
                  positive_label=d.wake_word_label)
-    jobs = [(u.index, c) for u in plan for c in range(config.augment.copies_per_clip)]
+    jobs = [(u.index, c) for u in plan if u.index not in rejected
+            for c in range(clip_count(u.kind, spoken[u.index].audio, config.frontend.clip_samples,
+                                      config.augment.copies_per_clip))]
     try:
         rows = list(parallel_map(_augment, jobs, workers, "augment", state, f"{__name__}:_AUG_STATE"))
     finally:

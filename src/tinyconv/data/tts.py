@@ -50,7 +50,7 @@ def run_engine(cmd: list[str], *, text: str | None = None,
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak-ng" or "flite"
+    engine: str  # "espeak-ng", "flite", or natural (tinyconv.data.natural_tts): "kokoro", "hibari", "klettres"
     name: str  # espeak-ng voice (accent) or flite voice
     variant: str = ""  # espeak-ng variant (timbre), "" for none
     # espeak-ng data folder that holds this variant ("" = the system's): generated voices.
@@ -62,8 +62,11 @@ class Voice:
 
     @property
     def speaker(self) -> str:
-        """What must not be shared across splits: the timbre (espeak variant) or flite voice."""
-        return f"espeak-ng:{self.variant or 'default'}" if self.engine == "espeak-ng" else self.id
+        """What must not be shared across splits: the timbre (espeak variant), flite voice, Kokoro
+        base voices ("kokoro:jf_alpha&jm_kumo": a blend belongs to its bases), klettres language."""
+        if self.engine == "espeak-ng":
+            return f"espeak-ng:{self.variant or 'default'}"
+        return f"{self.engine}:{self.name}" if self.engine in ("kokoro", "klettres") else self.id
 
 
 @lru_cache(maxsize=1)
@@ -207,6 +210,10 @@ def available_voices() -> list[Voice]:
 
 def synthesize(text: str, voice: Voice, *, speed_wpm: int, pitch: int, sample_rate_hz: int = 16000) -> np.ndarray:
     """Speak `text` with `voice` -> int16 mono at `sample_rate_hz`, leading/trailing silence trimmed."""
+    if voice.engine in ("kokoro", "hibari", "klettres"):  # natural voices, cached (natural_tts)
+        from tinyconv.data.natural_tts import synthesize_natural
+
+        return synthesize_natural(text, voice, speed_wpm=speed_wpm, pitch=pitch, sample_rate_hz=sample_rate_hz)
     if voice.engine == "espeak-ng":
         name = espeak_voice_files().get(voice.name, voice.name) + (f"+{voice.variant}" if voice.variant else "")
         cmd = ["espeak-ng", "-v", name, "-s", str(speed_wpm), "-p", str(pitch), "--stdout"]

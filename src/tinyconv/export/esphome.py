@@ -59,11 +59,19 @@ FEATURE_STEP_MS = 10
 ESP_NN_ARENA_FACTOR = 1.4
 DEFAULT_PROBABILITY_CUTOFF = 0.9
 DEFAULT_SLIDING_WINDOW = 5
-# The exported model is checked against the PyTorch float streaming form, step by step, on a
-# feature stream of real clips: |probability difference| allowed, max and mean over the steps.
-# Per-tensor int8 activations of ~6 layers and the uint8 output (1/256 steps) measured max
-# 0.074 / mean 0.012 on an 8-channel test model (largest where sigmoid is steepest, p ~ 0.4);
-# a broken conversion (a bias on the wrong scale, wrong layout, stale state) misses by 0.3-0.7.
+# Self-check 1 (exact): TFLite Micro vs the integer reference of the same .tflite
+# (`export/int8_reference.py`: the file's int8 weights, int32 biases, scales and zero points with
+# TFLM's kernel arithmetic, resource variables kept), step by step over a feature stream of
+# held-out clips. Allowed difference of the uint8 output: 0 steps (measured 0 on every model
+# and stream so far, random int8 streams included). This checks that the device computes the
+# graph in the file: state read before it is overwritten, CALL_ONCE init, slices, requantization.
+SELF_CHECK_MAX_U8_DIFF = 0
+# Self-check 2 (quality): the same stream against the PyTorch float streaming form, which checks
+# the conversion itself (weights, BN folding, layouts; the integer reference reproduces whatever
+# the file holds). Per-tensor int8 activations of ~6 layers and the uint8 output (1/256 steps)
+# measured max 0.074 / mean 0.012 on an 8-channel test model (largest where sigmoid is steepest,
+# p ~ 0.4); a broken conversion (a bias on the wrong scale, wrong layout, stale state) misses by
+# 0.3-0.7.
 SELF_CHECK_MAX_PROB_DIFF = 0.12
 SELF_CHECK_MEAN_PROB_DIFF = 0.03
 
@@ -81,6 +89,11 @@ class StreamLayer:
     weight: np.ndarray
     bias: np.ndarray
     buffer: int
+    # QAT checkpoints only (`qat_stream_spec`): the learned per-output-channel weight scales and
+    # the learned (min, max) of the output after ReLU, pinned in the TF graph with fake-quant
+    # ops so that the converter keeps them instead of calibrating.
+    weight_scale: np.ndarray | None = None
+    out_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,11 @@ class StreamSpec:
     head_channels: int
     head_weight: np.ndarray  # [head_steps * C, 1]: w_pos - w_neg in TF flatten order (step, channel)
     head_bias: np.ndarray  # [1]
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the activation ranges are pinned (a QAT checkpoint) rather than calibrated."""
+        return all(layer.out_range is not None for layer in self.layers)
 
     @property
     def state_shapes(self) -> list[tuple[int, int, int, int]]:
@@ -164,6 +182,73 @@ def stream_spec(model: torch.nn.Module, positive_index: int = 1) -> StreamSpec:
     )
 
 
+def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index: int = 1) -> tuple[StreamSpec, dict[str, Any]]:
+    """The streaming graph of a QAT checkpoint with its learned quantization, and what was carried.
+
+    From the QAT model's converted graph (BN folded, scales frozen): every conv's int8 weights
+    and per-channel scales, its int32-grid bias and the learned range of its output, which the
+    TF graph pins with fake-quant ops (`build_tf_module`), so the .tflite holds the QAT scales
+    and no re-calibration happens. Not carried, because ESPHome's model has no such tensor or
+    fixes it: the input (ESPHome feeds scale 26/255, zero point -128 whatever QAT learned; the
+    first conv's bias is re-gridded on it) and the head (QAT learned two logits; the model
+    outputs sigmoid(l_pos - l_neg), whose range is calibrated, and a fixed 1/256 probability).
+    """
+    from tinyconv.models.quant import _const
+
+    ref = qat_model.to_reference()
+    aten = torch.ops.aten
+    found: list[dict[str, Any]] = []
+    for node in ref.graph.nodes:
+        if node.op != "call_function" or node.target not in (aten.conv2d.default, aten.linear.default):
+            continue
+        dq_in, dq_w = node.args[0], node.args[1]
+        out = next(iter(node.users))
+        if out.target == aten.relu.default:
+            out = next(iter(out.users))
+        if "quantize_per_tensor" not in str(out.target) or "dequantize" not in str(dq_w.target):
+            raise EsphomeExportError(f"QAT graph: {node.name} is not an int8 layer with a quantized output")
+        found.append({
+            "kind": "linear" if node.target == aten.linear.default else "conv",
+            "input": (float(dq_in.args[1]), int(dq_in.args[2])),
+            "weight_int8": _const(ref, dq_w.args[0]).to(torch.float64).numpy(),
+            "weight_scale": _const(ref, dq_w.args[1]).to(torch.float64).numpy().reshape(-1),
+            "bias": _const(ref, node.args[2]).to(torch.float64).numpy(),
+            "output": (float(out.args[1]), int(out.args[2])),
+        })
+    base = stream_spec(float_model, positive_index)  # structure, shapes and checks of the float path
+    convs, heads = found[:-1], found[-1:]
+    if len(convs) != len(base.layers) or not heads or heads[0]["kind"] != "linear":
+        raise EsphomeExportError(f"QAT graph has {len(convs)} convs and {len(heads)} linear layers; the streaming "
+                                 f"model has {len(base.layers)} convs and one linear head")
+    layers = []
+    for layer, q in zip(base.layers, convs):
+        w = q["weight_int8"] * q["weight_scale"].reshape(-1, 1, 1, 1)  # [Cout, Cin/g, k, 1], on the QAT grid
+        weight = w.transpose(2, 3, 1, 0) if layer.kind == "conv" else w.transpose(2, 3, 0, 1)
+        if weight.shape != layer.weight.shape:
+            raise EsphomeExportError(f"QAT conv weight {list(weight.shape)} does not match the model's "
+                                     f"{list(layer.weight.shape)}")
+        scale, zp = q["output"]
+        layers.append(StreamLayer(layer.kind, weight.astype(np.float32), q["bias"].astype(np.float32), layer.buffer,
+                                  weight_scale=q["weight_scale"].astype(np.float32),
+                                  out_range=((-128 - zp) * scale, (127 - zp) * scale)))
+    head = heads[0]
+    h, c = base.head_steps, base.head_channels
+    w = (head["weight_int8"] * head["weight_scale"].reshape(-1, 1)).reshape(2, c, h)
+    diff = (w[positive_index] - w[1 - positive_index]).T.reshape(h * c, 1)
+    bias = head["bias"]
+    spec = StreamSpec(num_channels=base.num_channels, layers=tuple(layers), head_steps=h, head_channels=c,
+                      head_weight=diff.astype(np.float32),
+                      head_bias=np.array([bias[positive_index] - bias[1 - positive_index]], np.float32))
+    carried = {
+        "layers": [{"kind": layer.kind, "weight_scales": q["weight_scale"].tolist(), "output_scale": q["output"][0],
+                    "output_zero_point": q["output"][1]} for layer, q in zip(layers, convs)],
+        "input": {"qat_scale": convs[0]["input"][0], "qat_zero_point": convs[0]["input"][1],
+                  "device_scale": INPUT_SCALE, "device_zero_point": INPUT_ZERO_POINT},
+        "not_carried": "input (ESPHome fixes 26/255, -128) and head (logit difference, calibrated; probability 1/256)",
+    }
+    return spec, carried
+
+
 # ---- TensorFlow graph and conversion --------------------------------------------------------
 
 
@@ -199,31 +284,72 @@ def build_tf_module(spec: StreamSpec) -> Any:
             # first conv's int32 bias with the *calibrated* input scale while the kernel uses
             # the pinned one (measured: the stem off by up to 0.6 before ReLU). The calibration
             # stream instead starts with a block spanning exactly [0, 26] (`_range_block`).
-            h = tf.reshape(x, [1, FRAMES_PER_INVOKE, 1, spec.num_channels])
+            #
+            # A QAT checkpoint (`spec.pinned`) pins every int8 tensor instead: the input at
+            # [0, 26], each conv's weights at the learned per-channel scales and its output at
+            # the learned range, each state read at the range of the tensor it is concatenated
+            # with (TFLM's int8 CONCATENATION cannot rescale). With every tensor before the head
+            # pinned, the converter put each bias on input_scale x weight_scale (checked after
+            # conversion by `check_conversion`); the calibration stream still starts with the
+            # [0, 26] block, so a calibrated input scale would be the pinned one anyway.
+            pinned = spec.pinned
+            h = tf.reshape(_fake_quant(tf, x, (0.0, FEATURE_MAX)) if pinned else x,
+                           [1, FRAMES_PER_INVOKE, 1, spec.num_channels])
             states = iter(self.states)
 
-            def push(new: Any, keep: int) -> Any:
+            def push(new: Any, keep: int, value_range: tuple[float, float] | None) -> Any:
                 if keep == 0:
                     return new
                 var = next(states)
-                window = tf.concat([var.read_value(), new], axis=1)
+                old = var.read_value()
+                window = tf.concat([_fake_quant(tf, old, value_range) if pinned else old, new], axis=1)
                 var.assign(window[:, -keep:])
                 return window
 
+            value_range: tuple[float, float] | None = (0.0, FEATURE_MAX)
             for layer in spec.layers:
-                h = push(h, layer.buffer)
+                h = push(h, layer.buffer, value_range)
+                weight = tf.constant(layer.weight)
+                if layer.weight_scale is not None:
+                    weight = _fake_quant_weight(tf, weight, layer.weight_scale, depthwise=layer.kind != "conv")
                 if layer.kind == "conv":
-                    h = tf.nn.conv2d(h, tf.constant(layer.weight), strides=1, padding="VALID")
+                    h = tf.nn.conv2d(h, weight, strides=1, padding="VALID")
                 else:
-                    h = tf.nn.depthwise_conv2d(h, tf.constant(layer.weight), strides=[1, 1, 1, 1], padding="VALID")
+                    h = tf.nn.depthwise_conv2d(h, weight, strides=[1, 1, 1, 1], padding="VALID")
                 h = tf.nn.relu(tf.nn.bias_add(h, tf.constant(layer.bias)))
-            h = push(h, spec.head_steps - 1)
+                value_range = layer.out_range
+                if pinned:
+                    h = _fake_quant(tf, h, value_range)
+            h = push(h, spec.head_steps - 1, value_range)
             flat = tf.reshape(h, [1, spec.head_steps * spec.head_channels])
             logit = tf.matmul(flat, tf.constant(spec.head_weight)) + tf.constant(spec.head_bias)
             # sigmoid(l_pos - l_neg) = softmax(l)[pos] for two classes; LOGISTIC is in the op set.
             return tf.sigmoid(logit)
 
     return StreamingGraph()
+
+
+def _fake_quant(tf: Any, x: Any, value_range: tuple[float, float] | None) -> Any:
+    """Pin a tensor's int8 range: the converter takes it from this op instead of calibrating."""
+    assert value_range is not None  # every range is set when the spec is pinned
+    return tf.quantization.fake_quant_with_min_max_vars(x, value_range[0], value_range[1], num_bits=8)
+
+
+def _fake_quant_weight(tf: Any, weight: Any, scale: np.ndarray, *, depthwise: bool) -> Any:
+    """Pin per-output-channel symmetric int8 weight scales ([-127, 127] x scale, narrow range).
+
+    The op quantizes along the last axis: a conv kernel [k, 1, Cin, Cout] has its output
+    channels there, a depthwise kernel [k, 1, C, 1] has them on axis 2, so it is reshaped around
+    the op (the converter folds the reshapes into the int8 constant).
+    """
+    bound = (127.0 * np.asarray(scale, np.float64)).astype(np.float32)
+    if not depthwise:
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(weight, -bound, bound, num_bits=8,
+                                                                        narrow_range=True)
+    k, _, c, _ = weight.shape
+    flat = tf.reshape(weight, [k, 1, 1, c])
+    flat = tf.quantization.fake_quant_with_min_max_vars_per_channel(flat, -bound, bound, num_bits=8, narrow_range=True)
+    return tf.reshape(flat, [k, 1, c, 1])
 
 
 def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
@@ -394,7 +520,71 @@ def check_esphome_model(data: bytes, *, num_channels: int = 40) -> EsphomeModelI
     return info
 
 
-# ---- self-check: TFLM vs the PyTorch streaming form -----------------------------------------
+# ---- conversion check: the .tflite holds the graph's weights and (QAT) ranges ----------------
+
+# Weights and biases in the .tflite, dequantized, must be the graph's within half a step (plus
+# float32 slack); each bias scale must be input_scale x weight_scale (what the kernels assume).
+# This is what caught the TF 2.21 quirk of a bias quantized with another input scale.
+CONVERSION_MAX_STEPS = 0.5 + 1e-3
+BIAS_SCALE_RTOL = 1e-5
+# QAT: an exported scale may differ from the learned one by float32 rounding only (the TF
+# fake-quant op recomputes scale = (max - min) / 255 from the pinned range).
+QAT_SCALE_RTOL = 1e-5
+
+
+def check_conversion(data: bytes, spec: StreamSpec) -> dict[str, Any]:
+    """Compare the .tflite's int8 weights, int32 biases and (pinned) scales with the spec it came from."""
+    from tinyconv.export.int8_reference import TfliteIntegerReference
+
+    layers = TfliteIntegerReference(data).quantized_layers()
+    expected = [(layer.kind, layer) for layer in spec.layers] + [("fc", None)]
+    ops = {"conv": "CONV_2D", "depthwise": "DEPTHWISE_CONV_2D", "fc": "FULLY_CONNECTED"}
+    got = [q.op for q in layers]
+    if got != [ops[k] for k, _ in expected]:
+        raise EsphomeExportError(f"converted model has layers {got}; expected {[ops[k] for k, _ in expected]}")
+    worst = {"weight_steps": 0.0, "bias_steps": 0.0, "bias_scale_rel": 0.0, "qat_scale_rel": 0.0}
+    for i, (q, (kind, layer)) in enumerate(zip(layers, expected)):
+        where = f"layer {i} ({q.op})"
+        s_in = float(q.input.scale[0])
+        s_w = q.weight.scale.astype(np.float64)
+        if kind == "fc":
+            w_ref, b_ref = spec.head_weight.T.astype(np.float64), spec.head_bias.astype(np.float64)
+            s_view: tuple[int, ...] = (-1, 1) if s_w.size > 1 else (1, 1)
+        else:
+            w_ref = layer.weight.transpose(3, 0, 1, 2).astype(np.float64)  # -> OHWI / [1, k, 1, C]
+            b_ref = layer.bias.astype(np.float64)
+            s_view = (-1, 1, 1, 1) if kind == "conv" else (1, 1, 1, -1)
+        w_steps = np.abs(q.weight.const.astype(np.float64) * s_w.reshape(s_view) - w_ref) / s_w.reshape(s_view)
+        if q.bias is None or q.bias.const is None:
+            raise EsphomeExportError(f"converted {where} has no constant bias")
+        s_b = q.bias.scale.astype(np.float64)
+        b_scale_rel = float(np.max(np.abs(s_b / (s_in * s_w) - 1.0)))
+        b_steps = np.abs(q.bias.const.astype(np.float64) * s_b - b_ref) / (s_in * s_w)
+        worst["weight_steps"] = max(worst["weight_steps"], float(w_steps.max()))
+        worst["bias_steps"] = max(worst["bias_steps"], float(b_steps.max()))
+        worst["bias_scale_rel"] = max(worst["bias_scale_rel"], b_scale_rel)
+        if w_steps.max() > CONVERSION_MAX_STEPS:
+            raise EsphomeExportError(f"converted {where}: int8 weights differ from the graph's by "
+                                     f"{w_steps.max():.2f} steps (allowed {CONVERSION_MAX_STEPS:.3f})")
+        if b_scale_rel > BIAS_SCALE_RTOL or b_steps.max() > CONVERSION_MAX_STEPS:
+            raise EsphomeExportError(
+                f"converted {where}: the int32 bias is not on input_scale x weight_scale (scale off by "
+                f"{b_scale_rel:.2e}, values by {b_steps.max():.2f} steps): a converter quirk put it on another scale")
+        if layer is not None and layer.weight_scale is not None and layer.out_range is not None:
+            out_scale, out_zp = q.output.qparams
+            learned = (layer.out_range[1] - layer.out_range[0]) / 255.0
+            learned_zp = int(round(-128 - layer.out_range[0] / learned))
+            rel = max(float(np.max(np.abs(s_w / layer.weight_scale.astype(np.float64) - 1.0))),
+                      abs(out_scale / learned - 1.0))
+            worst["qat_scale_rel"] = max(worst["qat_scale_rel"], rel)
+            if rel > QAT_SCALE_RTOL or out_zp != learned_zp:
+                raise EsphomeExportError(
+                    f"converted {where}: the QAT ranges did not carry through (output scale {out_scale:.6g} zero "
+                    f"point {out_zp} vs learned {learned:.6g} / {learned_zp}; weight scales off by up to {rel:.2e})")
+    return worst
+
+
+# ---- self-check: TFLM vs the integer reference and vs the PyTorch streaming form -------------
 
 
 def esphome_int8(features: np.ndarray, feature_scale: float = 1.0 / 25.6) -> np.ndarray:
@@ -432,16 +622,25 @@ def torch_stream_probabilities(model: torch.nn.Module, frames: np.ndarray, posit
 
 def self_check(data: bytes, model: torch.nn.Module, frames: np.ndarray, arena_bytes: int,
                positive_index: int = 1, feature_scale: float = 1.0 / 25.6) -> dict[str, float]:
-    """TFLM (ESPHome's int8 input, uint8 / 255 as ESPHome reads it) vs PyTorch float streaming.
+    """TFLM on a stream (ESPHome's int8 input) vs the integer reference and vs PyTorch float.
 
-    PyTorch gets the features ESPHome's int8 input stands for ((q + 128) * 26 / 255), so the
-    difference is the model's own quantization, not the input rounding.
+    `tflm_vs_integer_*`: uint8 outputs of TFLM and of `TfliteIntegerReference` on the same int8
+    blocks (exact check). `*_prob_diff`: TFLM's uint8 / 255 (as ESPHome reads it) vs the PyTorch
+    float streaming form fed the features ESPHome's int8 input stands for ((q + 128) * 26 / 255),
+    so that difference is the model's own quantization, not the input rounding.
     """
+    from tinyconv.export.int8_reference import run_reference_stream
+
     q = esphome_int8(frames, feature_scale)
-    tflm = run_tflm_stream(data, q, arena_bytes).astype(np.float64) / 255.0
+    tflm_u8 = run_tflm_stream(data, q, arena_bytes)
+    integer = run_reference_stream(data, q, FRAMES_PER_INVOKE)
+    u8_diff = np.abs(tflm_u8.astype(np.int64) - integer.astype(np.int64))
+    tflm = tflm_u8.astype(np.float64) / 255.0
     ref = torch_stream_probabilities(model, (q.astype(np.float32) - INPUT_ZERO_POINT) * INPUT_SCALE, positive_index)
     diff = np.abs(tflm - ref)
-    return {"steps": int(len(diff)), "max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean())}
+    return {"steps": int(len(diff)), "tflm_vs_integer_max_u8_diff": int(u8_diff.max()),
+            "tflm_vs_integer_mismatches": int((u8_diff > 0).sum()),
+            "max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean())}
 
 
 # ---- probability cutoff ---------------------------------------------------------------------
@@ -586,7 +785,15 @@ def export_esphome(
         raise EsphomeExportError(f"checkpoint {src.path} names no wake-word label (positive_label); ESPHome "
                                  "needs the probability of one wake word")
     pos = labels.index(src.positive_label)
-    spec = stream_spec(model, pos)
+    carried: dict[str, Any] | None = None
+    if src.kind == "qat":
+        from tinyconv.export.source import build_qat_model
+
+        # The learned ranges are pinned in the TF graph (no silent re-calibration).
+        spec, carried = qat_stream_spec(build_qat_model(src), model, pos)
+    else:
+        spec = stream_spec(model, pos)
+    quantization = "qat" if spec.pinned else "ptq"
     fe = src.config.frontend
 
     # Calibration and self-check streams: real feature clips, concatenated in time.
@@ -606,6 +813,7 @@ def export_esphome(
         calib, check_frames = rep, rep[-24 * fe.num_frames :]
     tflite = convert_streaming(spec, calib)
     info = check_esphome_model(tflite, num_channels=fe.num_channels)
+    conversion = check_conversion(tflite, spec)
     scale, zp = info.input_quant
     # ESPHome ignores the input tensor's parameters, but pymicro-wakeword (and any host runtime)
     # quantizes with them: they must be the ones the feature formula implements.
@@ -620,6 +828,13 @@ def export_esphome(
             f"exceeds the budget of {arena_budget_bytes} bytes"
         )
     check = self_check(tflite, model, check_frames, host_arena, pos, fe.feature_scale)
+    if check["tflm_vs_integer_max_u8_diff"] > SELF_CHECK_MAX_U8_DIFF:
+        raise EsphomeExportError(
+            f"self-check failed: TFLite Micro differs from the integer reference of the same .tflite by up to "
+            f"{check['tflm_vs_integer_max_u8_diff']} uint8 steps on {check['tflm_vs_integer_mismatches']} of "
+            f"{check['steps']} invokes (allowed {SELF_CHECK_MAX_U8_DIFF}): the device would not compute the graph "
+            "in the file"
+        )
     if check["max_abs_prob_diff"] > SELF_CHECK_MAX_PROB_DIFF or check["mean_abs_prob_diff"] > SELF_CHECK_MEAN_PROB_DIFF:
         raise EsphomeExportError(
             f"self-check failed: the INT8 streaming model under TFLite Micro differs from the PyTorch streaming "
@@ -675,8 +890,10 @@ def export_esphome(
         "model": tflite_name, "manifest": json_name, "tensor_arena_size": tensor_arena_size,
         "esp_nn_arena_factor": ESP_NN_ARENA_FACTOR, "num_state_variables": info.num_variables,
         "state_bytes": info.state_bytes, "ops": list(info.op_names), "self_check": check,
-        "self_check_max_prob_diff": SELF_CHECK_MAX_PROB_DIFF, "probability_cutoff": cutoff_info,
-    })
+        "self_check_max_u8_diff": SELF_CHECK_MAX_U8_DIFF, "self_check_max_prob_diff": SELF_CHECK_MAX_PROB_DIFF,
+        "probability_cutoff": cutoff_info, "conversion_check": conversion,
+        **({"qat_ranges": carried} if carried is not None else {}),
+    }, quantization)
     import hashlib
 
     manifest["files"] = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in blobs.items()}
@@ -684,12 +901,12 @@ def export_esphome(
     _write_atomically(out, blobs)
     return EsphomeExportResult(
         out_dir=out, files={n: out / n for n in blobs}, manifest=manifest, esphome_manifest=esphome_manifest,
-        quantization="ptq", tensor_arena_bytes=host_arena, self_check=check, model_info=info,
+        quantization=quantization, tensor_arena_bytes=host_arena, self_check=check, model_info=info,
     )
 
 
 def _export_manifest(src: Any, info: EsphomeModelInfo, blobs: dict[str, bytes], host_arena: int,
-                     model: Any, esphome: dict[str, Any]) -> dict[str, Any]:
+                     model: Any, esphome: dict[str, Any], quantization: str) -> dict[str, Any]:
     from tinyconv.export.pipeline import MANIFEST_FORMAT_VERSION
 
     fe = src.config.frontend
@@ -708,9 +925,9 @@ def _export_manifest(src: Any, info: EsphomeModelInfo, blobs: dict[str, bytes], 
                    "zero_point": info.output_quant[1]},
         "files": {},
         "source_checkpoint": {"path": str(src.path), "sha256": src.sha256, "kind": src.kind},
-        # The TF converter calibrates every range on real feature streams (a QAT checkpoint's
-        # learned ranges are not carried over on this path).
-        "quantization": "ptq",
+        # "ptq": the TF converter calibrated every range on real feature streams; "qat": the
+        # learned ranges were pinned (esphome.qat_ranges says which tensors carry them).
+        "quantization": quantization,
         "dataset_dir": str(Path(src.config.data.dataset_dir).resolve()),
         "tensor_arena_bytes": host_arena,
         "macs_per_step": int(model.macs_per_step()),

@@ -43,13 +43,27 @@ class TensorQuant:
 
 
 @dataclass(frozen=True)
+class WeightQuant:
+    """Quantization of one conv/FC weight tensor, as the flatbuffer declares it."""
+
+    op_index: int
+    symmetric: bool  # every zero point is 0
+    num_scales: int
+    num_zero_points: int
+    quantized_dimension: int
+    # Size of the weight tensor along `quantized_dimension` (its output channels): a per-channel
+    # tensor needs exactly this many scales; -1 when the dimension is outside the shape.
+    num_channels: int
+
+
+@dataclass(frozen=True)
 class TFLiteInfo:
     ops: tuple[TFLiteOp, ...]
     input: TensorQuant
     output: TensorQuant
     tensor_types: tuple[str, ...]
-    # Per-channel weight quantization of each conv/FC: (op index, zero points all 0, #scales).
-    weight_quant: tuple[tuple[int, bool, int], ...]
+    # Weight quantization of each conv/FC (scale and zero-point counts per output channel).
+    weight_quant: tuple[WeightQuant, ...]
     bias_types: tuple[str, ...]
 
     @property
@@ -108,7 +122,7 @@ def inspect_tflite(data: bytes) -> TFLiteInfo:
         return type_names.get(tensors[i].type, str(tensors[i].type)) if i >= 0 else "NONE"
 
     ops: list[TFLiteOp] = []
-    weight_quant: list[tuple[int, bool, int]] = []
+    weight_quant: list[WeightQuant] = []
     bias_types: list[str] = []
     for index, op in enumerate(graph.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
@@ -127,10 +141,15 @@ def inspect_tflite(data: bytes) -> TFLiteInfo:
             )
         )
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(inputs) >= 2:
-            q = tensors[inputs[1]].quantization
+            w = tensors[inputs[1]]
+            q = w.quantization
             zps = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [1])
             n_scales = len(q.scale) if q is not None and q.scale is not None else 0
-            weight_quant.append((index, bool(np.all(zps == 0)), n_scales))
+            n_zps = len(q.zeroPoint) if q is not None and q.zeroPoint is not None else 0
+            dim = int(q.quantizedDimension) if q is not None else 0
+            shape = [int(d) for d in (w.shape if w.shape is not None else [])]
+            channels = shape[dim] if 0 <= dim < len(shape) else -1
+            weight_quant.append(WeightQuant(index, bool(np.all(zps == 0)), n_scales, n_zps, dim, channels))
             if len(inputs) >= 3:
                 bias_types.append(ttype(inputs[2]))
 
@@ -161,9 +180,20 @@ def check_full_integer(info: TFLiteInfo) -> None:
         floats = [t for t in op.input_types + op.output_types if t in ("FLOAT32", "FLOAT16")]
         if floats or op.name in ("QUANTIZE", "DEQUANTIZE"):
             raise ExportError(f"op #{op.index} {op.name} is not full-integer (tensor types {op.input_types})")
-    for index, zero_zp, n_scales in info.weight_quant:
-        if not zero_zp:
-            raise ExportError(f"op #{index} {info.ops[index].name}: weight zero points must be 0 (symmetric)")
+    for wq in info.weight_quant:
+        where = f"op #{wq.op_index} {info.ops[wq.op_index].name}"
+        if not wq.symmetric:
+            raise ExportError(f"{where}: weight zero points must be 0 (symmetric)")
+        if wq.num_scales == 0:
+            raise ExportError(f"{where}: weights are not quantized (no scales)")
+        # Per-channel (more than one scale): TFLM reads one scale and one zero point per output
+        # channel along quantized_dimension; a short list reads past its end on the device.
+        if wq.num_scales > 1 and wq.num_scales != wq.num_channels:
+            raise ExportError(f"{where}: {wq.num_scales} per-channel weight scales for {wq.num_channels} channels "
+                              f"along quantized dimension {wq.quantized_dimension}; expected one per channel")
+        if wq.num_zero_points != wq.num_scales:
+            raise ExportError(f"{where}: {wq.num_zero_points} weight zero points for {wq.num_scales} scales; "
+                              "expected one per scale")
     bad_bias = [t for t in info.bias_types if t != "INT32"]
     if bad_bias:
         raise ExportError(f"biases must be int32, got {bad_bias}")

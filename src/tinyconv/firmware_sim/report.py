@@ -6,9 +6,10 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,66 @@ def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | No
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    """One MCU budget's verdict (the `budgets.NAME` entry of the report, its headline numbers)."""
+
+    name: str
+    passed: bool
+    arena_bytes: int  # tensor arena modelled for the target's 32-bit build and kernels
+    flash_bytes: int  # model + estimated code
+    latency_ms: float  # estimated per inference at the budget's clock
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """What `simulate_report` (`tinyconv.simulate`) returns: the headline numbers typed, and the
+    whole report (the report.json / `tinyconv simulate --json` dict) from `to_dict()`."""
+
+    target: str
+    passed: bool  # every budget passed (True when no budget was asked for)
+    model_bytes: int
+    macs: int | None  # None for an ONNX-only target
+    arena_bytes_host: int | None  # TFLite Micro arena measured on this host; None without a .tflite
+    budgets: tuple[BudgetResult, ...]
+    accuracy: Mapping[str, float]  # runtime -> accuracy on the test split (empty without a dataset)
+    _json: str = field(repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, report: dict[str, Any]) -> SimulationReport:
+        budgets = tuple(BudgetResult(name=name, passed=bool(b["pass"]), arena_bytes=int(b["arena_bytes_target"]),
+                                     flash_bytes=int(b["flash_bytes_needed"]),
+                                     latency_ms=float(b["estimated_latency_ms"]))
+                        for name, b in report.get("budgets", {}).items())
+        accuracy = {rt: float(r["accuracy"]) for rt, r in report.get("runtimes", {}).items() if "accuracy" in r}
+        host = report.get("arena_bytes_host")
+        return cls(target=str(report["target"]), passed=bool(report["pass"]), model_bytes=int(report["model_bytes"]),
+                   macs=None if report.get("macs") is None else int(report["macs"]),
+                   arena_bytes_host=None if host is None else int(host), budgets=budgets,
+                   accuracy=MappingProxyType(accuracy), _json=to_json(report))
+
+    def budget(self, name: str) -> BudgetResult:
+        for b in self.budgets:
+            if b.name == name:
+                return b
+        raise KeyError(f"no budget {name!r} in this report (it has {[b.name for b in self.budgets]})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full report as plain JSON data (a fresh copy each call)."""
+        return json.loads(self._json)
+
+
+def simulate_report(target: str | Path, budgets: Sequence[str] = (), *, out_dir: str | Path | None = None,
+                    dataset_dir: str | Path | None = None, max_clips: int | None = None, streaming: bool = False,
+                    latency_repeats: int = 50, workers: int | None = None) -> SimulationReport:
+    """`simulate` with a typed result: an export folder (or a .tflite / .onnx file) against MCU
+    budgets (packaged names such as "esp32s3", or paths to YAML profiles)."""
+    names = [budgets] if isinstance(budgets, str) else list(budgets)
+    return SimulationReport.from_dict(simulate(target, names, out_dir=out_dir, dataset_dir=dataset_dir,
+                                               max_clips=max_clips, streaming=streaming,
+                                               latency_repeats=latency_repeats, workers=workers))
 
 
 def _manifest_quant(manifest: dict[str, Any], model: TfliteModel | None) -> tuple[tuple[float, int], tuple[float, int]]:

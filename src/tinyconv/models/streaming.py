@@ -247,31 +247,24 @@ def is_streamable(model: nn.Module) -> bool:
     return bool(getattr(model, "streamable", False))
 
 
-def _stream(depthwise: bool, width: float, **kwargs: Any) -> StreamTinyConv:
-    kwargs.setdefault("use_depthwise", depthwise)
-    kwargs.setdefault("width_multiplier", width)
-    return StreamTinyConv(**kwargs)
-
-
+# The registry passes each variant's `fixed` and `defaults` (models/registry.py): bodies only build.
 @register_model
 def stream_tinyconv(**kwargs: Any) -> StreamTinyConv:
     """Generic entry: `use_depthwise` and `width_multiplier` come from the config."""
-    return _stream(True, 1.0, **kwargs)
+    return StreamTinyConv(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": False, "width_multiplier": 1.0})
 def stream_tinyconv_v1(**kwargs: Any) -> StreamTinyConv:
-    return _stream(False, 1.0, **kwargs)
+    return StreamTinyConv(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": True, "width_multiplier": 1.0})
 def stream_tinyconv_v2(**kwargs: Any) -> StreamTinyConv:
-    return _stream(True, 1.0, **kwargs)
+    return StreamTinyConv(**kwargs)
 
 
-@register_model
+@register_model(fixed={"width_multiplier": 0.125}, defaults={"kernels": (3, 3), "head_steps": 2})
 def stream_tinyconv_test(**kwargs: Any) -> StreamTinyConv:
     """A tiny streamable model (8 channels, 2 small blocks) so every test runs in seconds."""
-    kwargs.setdefault("kernels", (3, 3))
-    kwargs.setdefault("head_steps", 2)
-    return _stream(True, 0.125, **kwargs)
+    return StreamTinyConv(**kwargs)

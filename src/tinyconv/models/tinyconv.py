@@ -8,15 +8,12 @@ children conv/bn/relu) so QAT fusion finds each unit by structure, not by name l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from tinyconv.models.registry import register_model
-
-if TYPE_CHECKING:
-    from tinyconv.config import FrontendConfig, ModelConfig
 
 
 class ConvBNReLU(nn.Sequential):
@@ -123,69 +120,43 @@ class TinyConvWakeword(nn.Module):
         return self.head(h)
 
 
-def _tinyconv(depthwise: bool, width: float, **kwargs: Any) -> TinyConvWakeword:
-    kwargs.setdefault("use_depthwise", depthwise)
-    kwargs.setdefault("width_multiplier", width)
-    return TinyConvWakeword(**kwargs)
+# Each variant fixes what its name says; the registry passes `fixed` (and refuses other values)
+# and `defaults` to the factory, so every body just builds the model.
 
 
 @register_model
 def tinyconv(**kwargs: Any) -> TinyConvWakeword:
-    """Generic entry: `use_depthwise` and `width_multiplier` come from the config."""
-    return _tinyconv(True, 1.0, **kwargs)
+    """Generic entry: every hyper-parameter (depthwise toggle and width included) comes from the config."""
+    return TinyConvWakeword(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": False, "width_multiplier": 1.0})
 def tinyconv_v1(**kwargs: Any) -> TinyConvWakeword:
-    return _tinyconv(False, 1.0, **kwargs)
+    return TinyConvWakeword(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": False, "width_multiplier": 0.5})
 def tinyconv_v1_050(**kwargs: Any) -> TinyConvWakeword:
-    return _tinyconv(False, 0.5, **kwargs)
+    return TinyConvWakeword(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": True, "width_multiplier": 1.0})
 def tinyconv_v2(**kwargs: Any) -> TinyConvWakeword:
-    return _tinyconv(True, 1.0, **kwargs)
+    return TinyConvWakeword(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": True, "width_multiplier": 0.75})
 def tinyconv_v2_075(**kwargs: Any) -> TinyConvWakeword:
-    return _tinyconv(True, 0.75, **kwargs)
+    return TinyConvWakeword(**kwargs)
 
 
-@register_model
+@register_model(fixed={"use_depthwise": True, "width_multiplier": 0.5})
 def tinyconv_v2_050(**kwargs: Any) -> TinyConvWakeword:
-    return _tinyconv(True, 0.5, **kwargs)
+    return TinyConvWakeword(**kwargs)
 
 
-@register_model
+# Two blocks, so the config's four per-block dilations cannot apply: fixed undilated.
+@register_model(fixed={"width_multiplier": 0.125, "num_blocks": 2, "time_dilations": (1, 1)})
 def tinyconv_test(**kwargs: Any) -> TinyConvWakeword:
-    """A tiny model (8 channels, 2 blocks) so every test runs in seconds."""
-    kwargs.setdefault("num_blocks", 2)
-    return _tinyconv(True, 0.125, **kwargs)
-
-
-def build_model(model_config: ModelConfig, num_classes: int, frontend: FrontendConfig | None = None) -> nn.Module:
-    """The student a config names. Only the generic `tinyconv` takes the toggle and width."""
-    from tinyconv.config import FrontendConfig
-    from tinyconv.models.registry import create_model
-
-    fe = frontend or FrontendConfig()
-    kwargs: dict[str, Any] = {
-        "num_classes": num_classes,
-        "dropout": model_config.dropout,
-        "num_frames": fe.num_frames,
-        "num_channels": fe.num_channels,
-    }
-    if model_config.name == "tinyconv":
-        kwargs["use_depthwise"] = model_config.tiny_conv_use_depthwise
-        kwargs["width_multiplier"] = model_config.width_multiplier
-        kwargs["strided_blocks"] = model_config.strided_blocks
-        kwargs["time_dilations"] = model_config.time_dilations
-    elif model_config.name == "stream_tinyconv":  # the streamable family (models/streaming.py)
-        kwargs["use_depthwise"] = model_config.tiny_conv_use_depthwise
-        kwargs["width_multiplier"] = model_config.width_multiplier
-    return create_model(model_config.name, **kwargs)
-
+    """A tiny model (8 channels, 2 blocks; V2 unless the config says V1) so every test runs in seconds."""
+    return TinyConvWakeword(**kwargs)

@@ -73,9 +73,27 @@ def _quickstart(args: argparse.Namespace) -> int:
         w = r["wake_word"]
         print(f"  wake-word recall {w['recall_at_target_far']:.4f} at false-accept rate <= {w['target_far']:.2%} "
               f"of negative clips (threshold {w['threshold_at_target_far']:.3f})")
+    if result.streaming is not None:
+        s = result.streaming
+        print(f"  streaming (test split as streams, {s['negative_hours'] * 60:.0f} min of negatives, ESPHome's "
+              f"detector): recall {s['recall']:.4f} at <= {s['target_fa_per_hour']} false accepts per hour "
+              f"(cutoff {s['cutoff']:.2f}, {s['false_accepts']} false accepts)"
+              + (" [not met at any cutoff]" if not s["met"] else ""))
+        if "at_cutoff" in s:
+            a = s["at_cutoff"]
+            print(f"  at the exported cutoff {a['cutoff']:.2f}: recall {a['recall']:.4f}, "
+                  f"{a['fa_per_hour']:.2f} false accepts per hour")
     print(f"  dataset:    {result.dataset_dir}")
     print(f"  checkpoint: {result.checkpoint}")
     print("  reports:    " + ", ".join(str(p) for p in result.eval.files.values()))
+    if result.esphome is not None and result.esphome_manifest is not None:
+        m = result.esphome_manifest["micro"]
+        print(f"  ESPHome:    {result.esphome['json']} + {result.esphome['tflite'].name} (probability_cutoff "
+              f"{m['probability_cutoff']}, tensor_arena_size {m['tensor_arena_size']} B); C array: "
+              f"{result.esphome['c_source']}, {result.esphome['c_header'].name}")
+        print(f"next: in your ESPHome YAML, micro_wake_word: models: - model: {result.esphome['json']} "
+              f"(README: ESPHome and Home Assistant)")
+        return 0
     print(f"next: tinyconv export {result.checkpoint} --out {result.checkpoint.parent / 'export'}")
     return 0
 

@@ -264,6 +264,7 @@ class Trainer:
         self.sample_weights: torch.Tensor | None = None
         if tc.confusable_weight != 1.0 and len(confusable) == len(train.y) and bool(confusable.any()):
             self.sample_weights = torch.where(confusable, tc.confusable_weight, 1.0).to(self.device)
+        self._init_streaming(train, val)
         self.per_rank_batch = max(1, tc.batch_size // self.world)
         self.steps_per_epoch = max(1, (len(self.y) // self.world) // self.per_rank_batch)
         self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=self.learning_rate,
@@ -279,6 +280,49 @@ class Trainer:
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         self.ema = WeightEMA(self.module, tc.ema_decay) if tc.ema_decay > 0 and kind == "float" else None
+
+    def _init_streaming(self, train: FeatureSet, val: FeatureSet) -> None:
+        """Training for streaming use and selection on validation streams (trainer/streams.py)."""
+        from tinyconv.trainer.streams import StreamSelectionError, build_feature_streams
+
+        tc = self.config.train
+        pos = train.positive_index
+        self.stream_delay_frames = tc.stream_positive_delay_ms // self.config.frontend.step_ms
+        self.negative_pool: torch.Tensor | None = None
+        if (self.stream_delay_frames > 0 or tc.stream_negative_fraction > 0) and pos is not None:
+            neg = torch.nonzero(self.y != pos).flatten()
+            self.negative_pool = neg if len(neg) else None
+        self.val_streams = None
+        if tc.selection_metric == "stream_recall_at_fa":
+            if pos is None or val.positive_index is None:
+                raise StreamSelectionError("train.selection_metric=stream_recall_at_fa needs a wake-word dataset "
+                                           "(a positive label); use wake_recall_at_far or accuracy")
+            if not callable(getattr(self.module, "forward_steps", None)):
+                raise StreamSelectionError(
+                    f"train.selection_metric=stream_recall_at_fa needs a streaming model (model.name "
+                    f"stream_tinyconv*), got {self.config.model.name!r}; use wake_recall_at_far")
+            self.val_streams = build_feature_streams(val.x, val.y, val.positive_index, seed=tc.seed,
+                                                     step_ms=self.config.frontend.step_ms)
+
+    def _stream_windows(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Shifted positive windows and junction negatives for this batch (drawn from `g`: exact resume)."""
+        from tinyconv.trainer.streams import shift_windows, streaming_shifts
+
+        assert self.negative_pool is not None
+        tc = self.config.train
+        partner = self.x[self.negative_pool[torch.randint(0, len(self.negative_pool), (len(y),), generator=g)]]
+        shifts = streaming_shifts(y, g, positive_index=int(self.train_set.positive_index or 0),
+                                  max_delay_frames=self.stream_delay_frames,
+                                  negative_fraction=tc.stream_negative_fraction, num_frames=x.shape[1])
+        return shift_windows(x, partner, shifts)
+
+    def stream_report(self) -> dict[str, Any]:
+        """The validation-stream report of the module being validated (needs stream selection on)."""
+        from tinyconv.trainer.streams import stream_report
+
+        assert self.val_streams is not None and self.val_set.positive_index is not None
+        return stream_report(self.eval_module, self.val_streams, self.val_set.positive_index,
+                             target_fa_per_hour=self.config.train.target_fa_per_hour, device=self.device)
 
     @property
     def eval_module(self) -> nn.Module:
@@ -317,6 +361,12 @@ class Trainer:
             return report["wake_word"]["recall_at_target_far"] + 1e-3 * report["accuracy"]
         if name == "neg_loss":
             return -report["loss"]
+        if name == "stream_recall_at_fa" and "stream" in report:
+            # A model that meets the FA/h target beats any that does not; ties (recall moves in
+            # steps of one positive) are broken by clip recall at train.target_far.
+            st = report["stream"]
+            clip = report.get("wake_word", {}).get("recall_at_target_far", 0.0)
+            return st["recall"] - (0.0 if st["met"] else 1.0) + 1e-3 * clip
         return report["accuracy"]
 
     def _state(self, epoch: int, best: float, best_epoch: int, bad_epochs: int,
@@ -352,9 +402,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.out_dir / CONFIG)
         seen, t_train = 0, 0.0
-        epoch = start - 1
+        epochs_run = start  # epochs done, counting those of a resumed run
         for epoch in range(start, self.epochs):
-            if bad_epochs >= tc.early_stopping_patience:
+            if bad_epochs >= tc.early_stopping_patience:  # a resumed run that had already stopped
                 break
             seed = _epoch_seed(tc.seed, epoch)
             torch.manual_seed(seed)  # dropout
@@ -371,6 +421,8 @@ class Trainer:
             for step in bar:
                 idx = perm[step * self.per_rank_batch : (step + 1) * self.per_rank_batch]
                 x = self.x[idx]
+                if self.negative_pool is not None:
+                    x = self._stream_windows(x, self.y[idx], g)
                 x = freq_shift(x, g, tc.freq_shift_channels)
                 if tc.spec_augment:
                     x = spec_augment(x, g, tc.time_mask_frames, tc.freq_mask_channels)
@@ -391,6 +443,8 @@ class Trainer:
             t_train += time.perf_counter() - t0
             seen += len(perm) * self.world
             report = self.evaluate(self.val_set)
+            if self.val_streams is not None:
+                report["stream"] = self.stream_report()
             if not math.isfinite(report["loss"]):
                 raise self._diverged(f"validation loss is {report['loss']} after epoch {epoch + 1}")
             metric = self._metric(report)
@@ -399,6 +453,8 @@ class Trainer:
                    "lr": self.scheduler.get_last_lr()[0]}
             if "wake_word" in report:
                 row["val_recall_at_far"] = report["wake_word"]["recall_at_target_far"]
+            if "stream" in report:
+                row.update(_stream_metrics(report["stream"]))
             history.append(row)
             if metric > best:
                 best, best_epoch, bad_epochs = metric, epoch, 0
@@ -412,11 +468,14 @@ class Trainer:
                 tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {report['loss']:.4f}, "
                            f"val acc {report['accuracy']:.4f}, {tc.selection_metric} {metric:.4f}"
                            + (" *" if best_epoch == epoch else ""))
+            epochs_run = epoch + 1
+            if bad_epochs >= tc.early_stopping_patience:  # stop now: the next epoch would not run
+                break
         if main and not (self.out_dir / BEST).is_file():
             raise TrainingDivergedError(f"no epoch produced a usable model, so {self.out_dir / BEST} was not written "
                                         f"(validation {tc.selection_metric}: "
                                         f"{[round(r['val_metric'], 4) for r in history]})")
-        return TrainResult(self.out_dir / BEST, best, best_epoch, epoch + 1, history,
+        return TrainResult(self.out_dir / BEST, best, best_epoch, epochs_run, history,
                            clips_per_second=seen / t_train if t_train else 0.0)
 
     def _diverged(self, what: str) -> TrainingDivergedError:
@@ -449,7 +508,16 @@ class Trainer:
         if "wake_word" in report:
             metrics["val_recall_at_far"] = report["wake_word"]["recall_at_target_far"]
             metrics["val_threshold_at_far"] = report["wake_word"]["threshold_at_target_far"]
+        if "stream" in report:
+            metrics.update(_stream_metrics(report["stream"]))
         ckpt = Checkpoint(config=self.config, labels=self.train_set.labels, state_dict=self.state_fn(self.eval_module),
                           positive_label=self.train_set.positive_label, metrics=metrics, kind=self.kind,
                           extra=self.extra)
         save_checkpoint(ckpt, self.out_dir / BEST)
+
+
+def _stream_metrics(st: dict[str, Any]) -> dict[str, Any]:
+    """The validation-stream numbers a history row and a checkpoint keep (trainer/streams.py)."""
+    return {"val_stream_recall": st["recall"], "val_stream_cutoff": st["cutoff"],
+            "val_stream_fa_per_hour": st["fa_per_hour"], "val_stream_met": st["met"],
+            "val_negative_hours": st["negative_hours"]}

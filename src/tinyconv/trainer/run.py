@@ -73,7 +73,10 @@ def init_model(config: Config, init_checkpoint: str | Path, labels: list[str]) -
 
 def _train(config: Config, *, resume: bool, init_checkpoint: str | Path | None,
            data: dict[str, FeatureSet] | None) -> TrainResult:
-    # Refuse a bad --init before minutes of feature loading.
+    # Refuse a model.* value the model would not use, and a bad --init, before minutes of feature loading.
+    from tinyconv.models.registry import check_model_config
+
+    check_model_config(config.model)
     if init_checkpoint is not None:
         load_checkpoint(init_checkpoint)
     data = data or load_splits(config)
@@ -152,6 +155,50 @@ class QuickstartResult:
     eval: EvalResult
     seconds: dict[str, float]
     train: TrainResult
+    # Streaming models only: the files ESPHome / firmware need, copied into the run folder
+    # ("tflite", "json", "c_source", "c_header", "export_dir"), the ESPHome manifest, and the
+    # test split's feature streams scored with ESPHome's detector (trainer/streams.py).
+    esphome: dict[str, Path] | None = None
+    esphome_manifest: dict[str, Any] | None = None
+    streaming: dict[str, Any] | None = None
+
+
+def export_for_esphome(checkpoint: str | Path, run_dir: str | Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Export a streaming checkpoint for ESPHome into RUN/export (with its manifest.json and sha256s)
+    and copy the pair ESPHome loads (<name>.tflite + <name>.json) and the C array into RUN."""
+    import shutil
+
+    from tinyconv.export import export_checkpoint
+
+    run = Path(run_dir)
+    exp = export_checkpoint(checkpoint, run / "export", formats="esphome,c")
+    names = {"tflite": exp.esphome_manifest["model"], "json": Path(exp.esphome_manifest["model"]).stem + ".json",
+             "c_source": "model_data.cc", "c_header": "model_data.h"}
+    files: dict[str, Path] = {}
+    for key, name in names.items():
+        shutil.copyfile(exp.out_dir / name, run / name)
+        files[key] = run / name
+    files["export_dir"] = exp.out_dir
+    return files, exp.esphome_manifest
+
+
+def streaming_test_report(checkpoint: str | Path, fs: FeatureSet, *, cutoff: float | None = None) -> dict[str, Any]:
+    """A streaming checkpoint on `fs` as feature streams with ESPHome's detector: recall at the
+    checkpoint's train.target_fa_per_hour, and recall and FA/h at `cutoff` (the exported one)."""
+    from tinyconv.trainer.streams import build_feature_streams, stream_report
+
+    ckpt = load_checkpoint(checkpoint)
+    if fs.positive_index is None:
+        raise CheckpointError("a streaming report needs a wake-word split (a positive label)")
+    streams = build_feature_streams(fs.x, fs.y, fs.positive_index, seed=ckpt.config.train.seed + 1,
+                                    step_ms=ckpt.config.frontend.step_ms)
+    rep = stream_report(model_from_checkpoint(ckpt), streams, fs.positive_index,
+                        target_fa_per_hour=ckpt.config.train.target_fa_per_hour)
+    if cutoff is not None:
+        row = min(rep["curve"], key=lambda r: abs(r["cutoff"] - cutoff))
+        rep["at_cutoff"] = {k: row[k] for k in ("cutoff", "recall", "false_accepts", "fa_per_hour")}
+    rep.pop("curve")
+    return rep
 
 
 def quickstart(config: Config) -> QuickstartResult:
@@ -180,4 +227,17 @@ def _quickstart(config: Config) -> QuickstartResult:
     t0 = time.perf_counter()
     ev = evaluate_checkpoint(result.checkpoint_path, split="test")
     seconds["evaluate"] = time.perf_counter() - t0
-    return QuickstartResult(ds, result.checkpoint_path, ev, seconds, result)
+    out = QuickstartResult(ds, result.checkpoint_path, ev, seconds, result)
+    from tinyconv.models.streaming import is_streamable
+
+    if is_streamable(model_from_checkpoint(load_checkpoint(result.checkpoint_path))):
+        # The model ESPHome runs: the pair and the C array land in the run folder.
+        t0 = time.perf_counter()
+        out.esphome, out.esphome_manifest = export_for_esphome(result.checkpoint_path, config.train.out_dir)
+        seconds["export"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        test = load_features(config.data.dataset_dir, "test", config.frontend, workers=config.data.num_workers)
+        out.streaming = streaming_test_report(result.checkpoint_path, test,
+                                              cutoff=out.esphome_manifest["micro"]["probability_cutoff"])
+        seconds["streams"] = time.perf_counter() - t0
+    return out

@@ -38,9 +38,12 @@ def _budget_names() -> list[str]:
     return list_budgets()
 
 
-def build_app(config: Config, runs_dir: str | Path, policy: PathPolicy | None = None) -> gr.Blocks:
+def build_app(config: Config, runs_dir: str | Path, policy: PathPolicy | None = None, *,
+              config_source: str | None = None, overrides: tuple[str, ...] = ()) -> gr.Blocks:
     """The whole UI; jobs and their state are kept under `runs_dir/ui_jobs`; `policy` (default: the
-    runs folder and the folders of `config`) says which paths the buttons may use."""
+    runs folder and the folders of `config`) says which paths the buttons may use. `config` was read
+    from `config_source` (a YAML path or recipe name; None: the library defaults) with `overrides`:
+    the path box shows that source and a line says so."""
     policy = policy if policy is not None else PathPolicy.for_app(runs_dir, config)
     ctl = UiController(JobManager(Path(runs_dir) / "ui_jobs"), policy)
     skip = gr.skip
@@ -57,12 +60,14 @@ def build_app(config: Config, runs_dir: str | Path, policy: PathPolicy | None = 
             # -- config ------------------------------------------------------------------------
             with gr.Tab("Config", id="config"):
                 with gr.Row():
-                    cfg_path = gr.Textbox(label="YAML config path", value="configs/quickstart.yaml", scale=3,
+                    cfg_path = gr.Textbox(label="YAML config path or recipe name", value=config_source or "",
+                                          placeholder="my_config.yaml, or a recipe: quickstart", scale=3,
                                           elem_id="cfg-path")
                     load_btn = gr.Button("Load YAML", elem_id="cfg-load")
                     save_btn = gr.Button("Save YAML", elem_id="cfg-save")
                     validate_btn = gr.Button("Validate", variant="primary", elem_id="cfg-validate")
-                cfg_status = gr.Markdown(elem_id="cfg-status")
+                cfg_status = gr.Markdown(panel_config.describe_source(config_source, overrides),
+                                         elem_id="cfg-status")
                 cfg_file = gr.File(label="Saved config", visible=False, interactive=False)
                 panel = panel_config.build_panel(config)
 
@@ -263,12 +268,12 @@ def build_app(config: Config, runs_dir: str | Path, policy: PathPolicy | None = 
 
 def launch(config: Config, runs_dir: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
            allowed_paths: list[str] | None = None, auth: list[tuple[str, str]] | None = None,
-           block: bool = True) -> gr.Blocks:
+           block: bool = True, config_source: str | None = None, overrides: tuple[str, ...] = ()) -> gr.Blocks:
     """Build and serve the app. Gradio serves files only from the policy's roots (the runs folder,
     the starting config's folders, `allowed_paths`), not from the working directory; `auth`
     (user, password) pairs put a login page in front of every route."""
     policy = PathPolicy.for_app(runs_dir, config, allowed_paths or ())
-    demo = build_app(config, runs_dir, policy)
+    demo = build_app(config, runs_dir, policy, config_source=config_source, overrides=overrides)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
                 allowed_paths=[str(r) for r in policy.roots], auth=auth or None, ssr_mode=False, quiet=True,

@@ -92,7 +92,8 @@ def _ui(args: argparse.Namespace) -> int:
     from tinyconv.ui.app import launch
 
     config = load_config(args.config, args.overrides)
-    launch(config, args.runs, host=args.host, port=args.port, allowed_paths=args.allow_path, auth=auth)
+    launch(config, args.runs, host=args.host, port=args.port, allowed_paths=args.allow_path, auth=auth,
+           config_source=args.config, overrides=tuple(args.overrides))
     return 0
 
 

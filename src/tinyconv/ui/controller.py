@@ -117,6 +117,11 @@ class UiController:
     def load(self, path: str) -> tuple[list[Any] | None, str]:
         """(widget values or None, status) from a YAML config file."""
         try:
+            from tinyconv.recipes import list_recipes, recipe_path
+
+            name = str(path or "").strip()
+            if name in list_recipes():  # a packaged recipe: read-only package data, no user path to check
+                return panel_config.load_values(recipe_path(name)), f"Loaded the packaged recipe `{name}`."
             text = self._yaml_path(path)
             return panel_config.load_values(text), f"Loaded `{shorten(text, 200)}`."
         except Exception as exc:  # shown to the user; unexpected ones logged too

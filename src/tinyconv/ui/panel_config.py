@@ -130,6 +130,19 @@ def values_to_config(values: Sequence[Any], specs: Sequence[FieldSpec] | None = 
     return config_from_dict(raw)
 
 
+def describe_source(config_source: str | None, overrides: Sequence[str] = ()) -> str:
+    """The line above the panel saying where its starting values come from, so a path box never
+    sits over values that are not that file's."""
+    from tinyconv.recipes import list_recipes
+
+    if not config_source:
+        return ("Showing the **library defaults** (`tinyconv ui` was started without `--config`). Type a YAML "
+                f"path or a packaged recipe name ({', '.join(list_recipes())}) and press **Load YAML**.")
+    shown = str(config_source) if len(str(config_source)) <= 200 else str(config_source)[:197] + "..."
+    extra = f" with {len(overrides)} `--set` override{'s' if len(overrides) != 1 else ''}" if overrides else ""
+    return f"Showing `{shown}`{extra}."
+
+
 def load_values(path: str | Path) -> list[Any]:
     """Widget values from a YAML config file (the same files `tinyconv --config` reads)."""
     if not str(path).strip():
