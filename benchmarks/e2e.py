@@ -49,20 +49,24 @@ TARGET_FA_PER_HOUR = 0.5
 SCALES: dict[str, dict[str, Any]] = {
     "tiny": dict(sizes=(48, 24, 24, 12), rirs=3, copies=1, width=0.25, epochs=3, batch=32, patience=100,
                  teacher_size="tiny", teacher_epochs=1, qat_epochs=2, negative_stream_s=60.0,
+                 stream_epochs=2, negative_hours=0.05,
                  scale_base=(8, 4, 4, 2), scale_epochs=2, scale_factors=(1, 4, 16)),
     "small": dict(sizes=(240, 160, 160, 60), rirs=6, copies=1, width=0.5, epochs=12, batch=64, patience=100,
                   teacher_size="tiny", teacher_epochs=3, qat_epochs=4, negative_stream_s=600.0,
+                  stream_epochs=12, negative_hours=1.0,
                   scale_base=(16, 10, 10, 4), scale_epochs=3, scale_factors=(1, 4, 16)),
     # The quickstart's recipe (EMA, confusable weighting, width 1.0, dilated blocks, 200 generated
     # training voices) on less data per word, tiny teachers, 20 min of negative stream.
     "medium": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=1, width=1.0, epochs=30, batch=128, patience=8,
                    dilations=(1, 2, 4, 4), random_voices=200,
                    teacher_size="tiny", teacher_epochs=1, qat_epochs=4, negative_stream_s=1200.0,
+                   stream_epochs=30, negative_hours=5.0,
                    stream_positives=100, stream_runtime="litert",
                    scale_base=(40, 30, 30, 10), scale_epochs=3, scale_factors=(1, 4, 16)),
     "full": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=2, width=1.0, epochs=40, batch=128, patience=10,
                  dilations=(1, 2, 4, 4), random_voices=200,
                  teacher_size="small", teacher_epochs=10, qat_epochs=8, negative_stream_s=3600.0,
+                 stream_epochs=40, negative_hours=5.0,
                  scale_base=(150, 110, 110, 40), scale_epochs=5, scale_factors=(1, 4, 16)),
 }
 
@@ -189,6 +193,176 @@ def stream_summary(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---- the streaming model and held-out negative audio --------------------------------------------
+
+# Targets of the streaming model (issue 14): per 30 ms step, on the simulator's ESP32-S3 arena
+# model and nRF52840 cost model; FRR at <= TARGET_FA_PER_HOUR no worse than the window model's and
+# microWakeWord's on the same streams.
+STREAM_MAX_MACS = 25_000
+STREAM_MAX_ARENA_ESP32S3 = 26 * 1024
+STREAM_MAX_MODEL_BYTES = 60 * 1024
+STREAM_MAX_NRF_LATENCY_MS = 10.0
+
+
+def stream_config(cfg: Any, preset: dict[str, Any], out_dir: Path) -> Any:
+    """`cfg` with the quickstart recipe's streaming model and streaming training (the default path)."""
+    from tinyconv.config import config_to_dict, load_config, replace
+
+    recipe = load_config("quickstart")
+    keys = ("stream_positive_delay_ms", "stream_negative_fraction", "selection_metric", "target_fa_per_hour")
+    return replace(cfg, model=config_to_dict(recipe)["model"],
+                   train={**{k: getattr(recipe.train, k) for k in keys}, "out_dir": str(out_dir),
+                          "epochs": preset["stream_epochs"]})
+
+
+def _music(seconds: float, rng: np.random.Generator, sr: int = 16000) -> np.ndarray:
+    """Procedural music: a chord pad, a melody with harmonics and a drum kit at a random tempo."""
+    n = int(seconds * sr)
+    out = np.zeros(n + sr, dtype=np.float32)
+    beat = 60.0 / rng.uniform(70, 160)
+    root = rng.uniform(98, 262)
+    scale = root * 2.0 ** (np.array([0, 2, 4, 5, 7, 9, 11, 12]) / 12.0)
+    bright = rng.uniform(0.8, 2.5)  # harmonic roll-off: low = brassy, high = mellow
+
+    def tone(freq: float, dur: float, amp: float) -> np.ndarray:
+        t = np.arange(int(dur * sr)) / sr
+        wave = sum(np.sin(2 * np.pi * freq * k * t) / k ** bright for k in range(1, 7) if freq * k < sr / 2)
+        env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.5, 6.0))
+        return (amp * wave * env).astype(np.float32)
+
+    t, b = 0.0, 0
+    while t < seconds:
+        i = int(t * sr)
+        if b % 4 == 0:  # a chord every bar
+            deg = int(rng.integers(0, 5))
+            for d in (0, 2, 4):
+                note = tone(scale[min(deg + d, 7)] / 2, 4 * beat, 0.25)
+                out[i : i + len(note)] += note[: len(out) - i]
+        for half in (0.0, 0.5):  # melody in eighths, sometimes resting
+            if rng.random() < 0.7:
+                j = int((t + half * beat) * sr)
+                note = tone(float(rng.choice(scale)) * rng.choice([1, 2]), beat * rng.uniform(0.4, 1.0), 0.4)
+                out[j : j + len(note)] += note[: len(out) - j]
+        if rng.random() < 0.8:  # kick on 1 and 3, snare on 2 and 4, hi-hat
+            d = np.arange(int(0.15 * sr)) / sr
+            hit = (np.sin(2 * np.pi * (50 + 100 * np.exp(-d * 30)) * d) * np.exp(-d * 20) if b % 2 == 0
+                   else rng.standard_normal(len(d)) * np.exp(-d * 30) * 0.5)
+            out[i : i + len(hit)] += hit[: len(out) - i].astype(np.float32)
+        t += beat
+        b += 1
+    out = out[:n]
+    return out / (np.sqrt(np.mean(out**2)) + 1e-9)
+
+
+def heldout_negative_streams(cfg: Any, ds: Path, hours: float, seed: int, stream_s: float = 600.0) -> tuple[list[Any], dict[str, Any]]:
+    """`hours` of negative audio that training never used, as `stream_s` streams: new sentences and
+    other assistants' wake words spoken by the test split's voices (speaker-disjoint from training),
+    alone or over noise or music, babble, procedural music and coloured noise, some in newly
+    simulated rooms."""
+    from tinyconv.data.augment import coloured_noise, simulate_rirs
+    from tinyconv.data.manifest import read_manifest
+    from tinyconv.data.phrases import LONG_SENTENCES, other_phrases, other_wake_words
+    from tinyconv.data.synth import num_workers, parallel_map
+    from tinyconv.data.tts import available_voices
+    from tinyconv.firmware_sim.streaming import Stream
+    from scipy.signal import fftconvolve
+
+    sr = 16000
+    rng = np.random.default_rng([seed, 5])
+    rows, _ = read_manifest(ds)
+    test_ids = {r.voice for r in rows if r.split == "test" and r.voice}
+    voices = [v for v in available_voices() if v.id in test_ids]
+    word = cfg.data.wake_word
+    texts = list(LONG_SENTENCES) * 3 + other_phrases(word, 600, np.random.default_rng([seed, 99]))
+    texts += other_wake_words(word, 150)
+    count = min(2400, max(60, int(hours * 480)))
+    jobs = [(texts[int(rng.integers(len(texts)))], voices[int(rng.integers(len(voices)))],
+             int(rng.choice(cfg.data.speeds_wpm)), int(rng.integers(25, 76))) for _ in range(count)]
+    speech = [a for a in parallel_map(_speak_job, jobs, num_workers(cfg.data.num_workers), "heldout speech") if len(a)]
+    rirs = simulate_rirs(4, sr, seed=seed * 10 + 777)  # rooms no split has used
+    music = [_music(20.0, np.random.default_rng([seed, 6, i])) for i in range(40)]
+    kinds = {"speech": 0.0, "speech_over_noise": 0.0, "speech_over_music": 0.0, "babble": 0.0, "music": 0.0,
+             "noise": 0.0}
+
+    def utterances(seconds: float) -> np.ndarray:
+        parts, have = [], 0
+        while have < seconds * sr:
+            u = speech[int(rng.integers(len(speech)))].astype(np.float32)
+            u = u / (np.sqrt(np.mean(u**2)) + 1e-9)
+            if rng.random() < 0.4:
+                u = fftconvolve(u, rirs[int(rng.integers(len(rirs)))])[: len(u) + sr // 4]
+                u = u / (np.sqrt(np.mean(u**2)) + 1e-9)
+            gap = np.zeros(int(rng.uniform(0.2, 2.0) * sr), np.float32)
+            parts += [u, gap]
+            have += len(u) + len(gap)
+        return np.concatenate(parts)[: int(seconds * sr)]
+
+    def bed(kind: str, n: int) -> np.ndarray:
+        if kind == "music":
+            m = music[int(rng.integers(len(music)))]
+            return np.resize(m, n)
+        noise = coloured_noise(n, str(rng.choice(["white", "pink", "brown"])), rng)
+        return noise * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * np.arange(n) / sr))
+
+    streams = []
+    for _ in range(max(1, int(np.ceil(hours * 3600 / stream_s)))):
+        parts, have = [], 0
+        while have < stream_s * sr:
+            kind = str(rng.choice(list(kinds), p=[0.3, 0.15, 0.15, 0.1, 0.15, 0.15]))
+            seconds = float(rng.uniform(8, 40))
+            n = int(seconds * sr)
+            if kind.startswith("speech"):
+                x = utterances(seconds)
+                if kind != "speech":
+                    x = x + bed("music" if kind.endswith("music") else "noise", n) * 10 ** (-rng.uniform(5, 25) / 20)
+            elif kind == "babble":
+                x = sum(utterances(seconds) * rng.uniform(0.3, 1.0) for _ in range(int(rng.integers(3, 7))))
+            else:
+                x = bed(kind, n)
+            x = x / (np.sqrt(np.mean(x**2)) + 1e-9) * 3000 * 10 ** (rng.uniform(-20, 6) / 20)
+            parts.append(x)
+            kinds[kind] += seconds
+            have += n
+        audio = np.concatenate(parts)[: int(stream_s * sr)]
+        streams.append(Stream(np.clip(audio, -32768, 32767).astype(np.int16)))
+    info = {"hours": len(streams) * stream_s / 3600.0, "speech_utterances": len(speech), "test_voices": len(voices),
+            "seconds_by_kind": {k: round(v) for k, v in kinds.items()},
+            "source": "new sentences and other assistants' wake words by the test split's voices (alone, over "
+                      "noise or procedural music, babble), procedural music, coloured noise; 4 newly simulated rooms"}
+    return streams, info
+
+
+def _speak_job(job: tuple[str, Any, int, int]) -> np.ndarray:
+    from tinyconv.data.tts import synthesize
+
+    text, voice, wpm, pitch = job
+    try:
+        return synthesize(text, voice, speed_wpm=wpm, pitch=pitch)
+    except Exception:  # noqa: BLE001 (one failed utterance is dropped, not the benchmark)
+        return np.zeros(0, np.int16)
+
+
+def stream_targets(stream: dict[str, Any], ours: dict[str, Any], mww: dict[str, Any]) -> dict[str, bool]:
+    """The streaming model's targets (issue 14) from its simulation and the three stream results."""
+    esp, nrf = stream["budgets"].get("esp32s3", {}), stream["budgets"].get("nrf52840", {})
+    frr = stream["streaming"]["frr_at_target"]
+
+    def no_worse(other: dict[str, Any]) -> bool:
+        o = other.get("streaming", {}).get("frr_at_target") if "skipped" not in other else None
+        return frr is not None and (o is None or frr <= o)
+
+    out = {
+        "stream_macs_le_25k": (stream["macs_per_invoke"] or 0) <= STREAM_MAX_MACS,
+        "stream_arena_esp32s3_le_26k": (esp.get("arena_bytes_target") or 1e12) <= STREAM_MAX_ARENA_ESP32S3,
+        "stream_model_le_60k": stream["model_bytes"] <= STREAM_MAX_MODEL_BYTES,
+        "stream_nrf52840_latency_le_10ms": (nrf.get("estimated_latency_ms") or 1e12) <= STREAM_MAX_NRF_LATENCY_MS,
+        "stream_frr_le_window": no_worse(ours),
+    }
+    if "skipped" not in mww:
+        out["stream_frr_le_mww"] = no_worse(mww)
+    return out
+
+
 # ---- one wake word -----------------------------------------------------------------------------
 
 def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -243,19 +417,21 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
                             "teacher_size": preset["teacher_size"], "teacher_epochs": preset["teacher_epochs"],
                             "teacher_dir": str(root / "teachers"),
                             "teacher_cache_dir": str(root / "teacher_cache")})
-    fresh(root / "teachers")
-    fresh(root / "teacher_cache")
-    log(f"{word}: fine-tune teachers")
-    t = Timer()
-    teachers = train_teachers(dcfg)
-    seconds["teachers"] = t()
-    res["teachers"] = {r.kind: {"val_accuracy": r.val_accuracy, "train_seconds": r.train_seconds,
-                                "parameters": r.num_parameters} for r in teachers}
-    v2_distilled = fit("v2_distilled", dcfg)
+    if not args.skip_distillation:
+        fresh(root / "teachers")
+        fresh(root / "teacher_cache")
+        log(f"{word}: fine-tune teachers")
+        t = Timer()
+        teachers = train_teachers(dcfg)
+        seconds["teachers"] = t()
+        res["teachers"] = {r.kind: {"val_accuracy": r.val_accuracy, "train_seconds": r.train_seconds,
+                                    "parameters": r.num_parameters} for r in teachers}
+        fit("v2_distilled", dcfg)
 
     # The better V2 by validation metric (never by test) seeds QAT.
-    best_name = max(("v2_float", "v2_distilled"), key=lambda n: (models[n]["val_metric"], n == "v2_float"))
-    best_ckpt = v2_float if best_name == "v2_float" else v2_distilled
+    best_name = max((n for n in ("v2_float", "v2_distilled") if n in models),
+                    key=lambda n: (models[n]["val_metric"], n == "v2_float"))
+    best_ckpt = v2_float if best_name == "v2_float" else Path(models[best_name]["checkpoint"])
     res["qat_init"] = best_name
     f = preset["qat_epochs"]
     qcfg = replace(cfg, train={"out_dir": str(root / "v2_qat")},
@@ -289,6 +465,21 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
     seconds["simulate"] = t()
     res["ours"] = summarize_sim(sim)
 
+    # The streaming model of the default path (quickstart recipe), exported for ESPHome.
+    stream_ckpt = fit("stream", stream_config(cfg, preset, root / "stream"))
+    log(f"{word}: export the streaming model for ESPHome")
+    stream_dir = root / "export_stream"
+    if stream_dir.exists() and not (stream_dir / "manifest.json").exists():
+        shutil.rmtree(stream_dir)
+    t = Timer()
+    sexp = export_checkpoint(stream_ckpt, stream_dir, formats="esphome,c")
+    seconds["export_stream"] = t()
+    ssim = simulate(stream_dir, list(BUDGETS), latency_repeats=args.latency_repeats)
+    res["stream"] = summarize_sim(ssim)
+    res["stream"]["manifest"] = sexp.esphome_manifest["micro"]
+    res["stream"]["files"] = {k: v["bytes"] for k, v in sexp.manifest["files"].items()}
+    res["stream"]["cutoff_choice"] = sexp.manifest["esphome"]["probability_cutoff"]
+
     # Streams from the test split only: test voices, test rooms/babble, test negatives.
     rows, info = read_manifest(ds)
     trows = [r for r in rows if r.split == "test"]
@@ -306,11 +497,21 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
         pos = [pos[i] for i in sorted(pick)]
     streams = build_streams(pos, neg, seed=args.seed, positive_stream_s=max(30.0, 7.0 * len(pos)),
                             negative_stream_s=preset["negative_stream_s"])
+    heldout: dict[str, Any] = {}
+    if preset.get("negative_hours"):
+        log(f"{word}: {preset['negative_hours']} h of held-out negative audio")
+        t = Timer()
+        neg_streams, heldout = heldout_negative_streams(cfg, ds, preset["negative_hours"], args.seed)
+        streams = streams + neg_streams
+        seconds["heldout_negatives"] = t()
     hours = sum(s.duration_s for s in streams) / 3600.0
     res["streams"] = {"positives_placed": sum(len(s.positives) for s in streams), "test_positive_clips": len(pos),
                       "test_negative_clips": len(neg), "hours": hours, "fa_per_hour_resolution": 1.0 / hours,
+                      "heldout_negatives": heldout,
                       "source": "test split only (speaker-disjoint voices, per-split rooms and babble); "
-                                "background = other speech and noise, no confusables"}
+                                "background = other speech and noise, no confusables"
+                                + ("; plus held-out negative streams (speech by test voices, music, noise)"
+                                   if heldout else "")}
     log(f"{word}: streaming, ours ({hours * 60:.1f} min of audio)")
     t = Timer()
     model = load_tflite(exp.files["model_int8.tflite"])
@@ -323,6 +524,16 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
     res["ours"]["streaming"] = stream_summary(
         evaluate_streams(runner, streams, positive_index=info.labels.index(label), target_fa_per_hour=TARGET_FA_PER_HOUR))
     seconds["streaming_ours"] = t()
+
+    log(f"{word}: streaming, our streaming model (ESPHome detector: its manifest's window and cutoff)")
+    t = Timer()
+    micro = res["stream"]["manifest"]
+    srunner = make_runner("tflm", load_tflite(sexp.files[sexp.esphome_manifest["model"]]),
+                          arena_size=ssim["arena_bytes_host"])
+    sdet = DetectorConfig(window=int(micro["sliding_window_size"]), cutoff=float(micro["probability_cutoff"]))
+    res["stream"]["streaming"] = stream_summary(
+        evaluate_streams(srunner, streams, sdet, target_fa_per_hour=TARGET_FA_PER_HOUR))
+    seconds["streaming_stream"] = t()
 
     # microWakeWord's released v2 model for the same word, same streams.
     ref_name = MWW_FILES.get(word.lower().strip())
@@ -353,7 +564,9 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
         "int8_drop_le_0p5": drop <= MAX_DROP_POINTS,
         **{f"fits_{b}": bool(res["ours"]["budgets"].get(b, {}).get("pass", False)) for b in BUDGETS},
     }
+    res["targets"].update(stream_targets(res["stream"], res["ours"], res["mww"]))
     res["export_dir"] = str(export_dir)
+    res["export_stream_dir"] = str(stream_dir)
     return res
 
 
@@ -499,8 +712,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                 note = f"QAT+fusion, test acc = fake-quant PyTorch; TFLM INT8 {fmt_pct(w['quantization']['int8_tflm_test_accuracy'])}"
             L.append(f"| {w['wake_word']} | {name} | {m['val_metric']:.3f} | {fmt_pct(m['test_accuracy_float'])} | "
                      f"{w['seconds'].get('train_' + name, 0):.0f} | {note} |")
-        tch = ", ".join(f"{k} {fmt_pct(v['val_accuracy'])}" for k, v in w["teachers"].items())
-        L.append(f"| {w['wake_word']} | teachers ({s['teacher_size']}, val acc) | | | {w['seconds']['teachers']:.0f} | {tch} |")
+        if "teachers" in w:
+            tch = ", ".join(f"{k} {fmt_pct(v['val_accuracy'])}" for k, v in w["teachers"].items())
+            L.append(f"| {w['wake_word']} | teachers ({s['teacher_size']}, val acc) | | | {w['seconds']['teachers']:.0f} | {tch} |")
     L.append("")
     L.append("Val metric: `train.selection_metric` (wake-word recall at 1 % false accepts on the validation split).")
     L.append("")
@@ -545,6 +759,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             continue
         st = w["streams"]
         rows = [("tinyconv V2 (ours, QAT INT8)", w["ours"])]
+        if "stream" in w:
+            rows.insert(0, (f"stream_tinyconv (ours, INT8, ESPHome pair)", w["stream"]))
         if "skipped" not in w["mww"]:
             rows.append(("microWakeWord v2 (released)", w["mww"]))
         for name, m in rows:
@@ -613,6 +829,38 @@ def render_markdown(report: dict[str, Any]) -> str:
         L.append("- **Model bytes / arena**: a narrower V2 (`tinyconv_v2_075`, `_050`) trades accuracy for flash and RAM; "
                  "the arena is dominated by the first activations (98x40 input, stride-2 stem), which a streaming model also shrinks.")
         L.append("")
+    stream_words = [w for w in report["words"] if "stream" in w]
+    if stream_words:
+        L.append("## The streaming model's targets")
+        L.append("")
+        L.append(f"`stream_tinyconv` from the quickstart recipe (streaming training, selection on validation streams), "
+                 f"exported with `--formats esphome` and run as ESPHome feeds it (TFLite Micro, its manifest's sliding "
+                 f"window and cutoff). Targets: <= {STREAM_MAX_MACS:,} MACs per 30 ms step, arena <= "
+                 f"{STREAM_MAX_ARENA_ESP32S3:,} B on the simulator's ESP32-S3 model, model <= {STREAM_MAX_MODEL_BYTES:,} B, "
+                 f"nRF52840 step latency <= {STREAM_MAX_NRF_LATENCY_MS:g} ms (cost model), FRR at <= "
+                 f"{TARGET_FA_PER_HOUR} FA/h no worse than our window model's and microWakeWord's on the same streams.")
+        L.append("")
+        L.append("| wake word | MACs / step | model bytes | arena ESP32-S3 (target) | manifest tensor_arena_size | "
+                 "nRF52840 latency | cutoff (manifest) | FRR @ <= 0.5 FA/h: stream / window / microWakeWord | targets |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for w in stream_words:
+            st, t = w["stream"], w["targets"]
+            frr = " / ".join("n/a" if m is None or "streaming" not in m else fmt_pct(m["streaming"]["frr_at_target"])
+                             for m in (st, w["ours"], w.get("mww")))
+            failed = [k for k, v in t.items() if k.startswith("stream_") and not v]
+            L.append(f"| {w['wake_word']} | {fmt_int(st['macs_per_invoke'])} | {fmt_int(st['model_bytes'])} | "
+                     f"{fmt_int(st['budgets'].get('esp32s3', {}).get('arena_bytes_target'))} | "
+                     f"{fmt_int(st['manifest']['tensor_arena_size'])} | "
+                     f"{st['budgets'].get('nrf52840', {}).get('estimated_latency_ms', float('nan')):.2f} ms | "
+                     f"{st['manifest']['probability_cutoff']} | {frr} | "
+                     f"{'all met' if not failed else 'FAIL: ' + ', '.join(failed)} |")
+        L.append("")
+        h = stream_words[0]["streams"].get("heldout_negatives") or {}
+        if h:
+            L.append(f"Negative audio: {h['hours']:.1f} h per word of {h['source']} "
+                     f"({h['speech_utterances']} utterances by {h['test_voices']} test voices; seconds by kind "
+                     f"{h['seconds_by_kind']}), plus the test split's positive stream.")
+            L.append("")
     sc = report.get("scale_study")
     L.append("## Scale: time vs dataset size")
     L.append("")
@@ -684,6 +932,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-factors", default=None, help="comma-separated multiples of the base size (default 1,4,16)")
     parser.add_argument("--no-scale-study", action="store_true")
     parser.add_argument("--reuse-data", action="store_true", help="keep a synthesized dataset whose config matches")
+    parser.add_argument("--skip-distillation", action="store_true",
+                        help="no teachers and no distilled V2 (QAT starts from the float V2)")
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="simulator worker processes")
     parser.add_argument("--seed", type=int, default=0)

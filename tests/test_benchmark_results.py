@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _results import portable, portable_text, resolve_path, write_results  # noqa: E402
+# benchmarks/ is a folder of scripts, not a package: load its helper from the file.
+_spec = importlib.util.spec_from_file_location("benchmark_results_io", REPO / "benchmarks" / "_results.py")
+assert _spec is not None and _spec.loader is not None
+_results = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_results)
+portable, portable_text, resolve_path, write_results = (
+    _results.portable, _results.portable_text, _results.resolve_path, _results.write_results)
 
 # An absolute POSIX path (or a home-relative one) at the start of a string or after a separator:
 # "/work/main/runs", "see /tmp/x", "~/data"; not "1/25.6", "ms/clip" or "N/A".

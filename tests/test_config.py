@@ -73,13 +73,18 @@ def test_bad_override_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_packaged_recipes_load_by_name_and_by_path() -> None:
+    import yaml
+
+    from tinyconv.config import config_to_dict
     from tinyconv.recipes import list_recipes, recipe_path
 
     assert "quickstart" in list_recipes()
     for name in list_recipes():
         assert load_config(name) == load_config(recipe_path(name))
-    quick = load_config("quickstart")
-    assert quick.model.width_multiplier == 1.0 and quick.model.time_dilations == (1, 2, 4, 4)
+    raw = yaml.safe_load(recipe_path("quickstart").read_text())
+    quick = config_to_dict(load_config("quickstart"))
+    assert all(quick[section][key] == value for section, values in raw.items() for key, value in values.items())
+    assert quick != config_to_dict(load_config(None))  # the recipe is not the library defaults
 
 
 def test_a_file_in_the_working_directory_wins_over_a_recipe_of_the_same_name(tmp_path: Path,

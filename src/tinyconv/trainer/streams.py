@@ -85,10 +85,16 @@ class FeatureStreams:
 
 
 def build_feature_streams(x: np.ndarray, y: np.ndarray, positive_index: int, *, seed: int = 0,
-                          step_ms: int = 10) -> FeatureStreams:
-    """Every negative clip back to back (seeded order); every positive after GAP_CLIPS random negatives."""
-    pos = np.flatnonzero(y == positive_index)
-    neg = np.flatnonzero(y != positive_index)
+                          step_ms: int = 10, kinds: list[str] | None = None) -> FeatureStreams:
+    """Every negative clip back to back (seeded order); every positive after GAP_CLIPS random negatives.
+
+    `kinds` (the manifest's kind per clip): near misses ("confusable") are left out of the streams.
+    False accepts per hour are a measure on everyday audio, as the field and benchmarks/e2e.py
+    measure them; near misses are nearly half the synthesized negatives (thousands of "stey tiny"
+    an hour) and stay the clip-level metric's job (train.target_far)."""
+    keep = np.ones(len(y), dtype=bool) if kinds is None else np.array([k != "confusable" for k in kinds])
+    pos = np.flatnonzero((y == positive_index) & keep)
+    neg = np.flatnonzero((y != positive_index) & keep)
     if len(pos) == 0 or len(neg) == 0:
         raise StreamSelectionError(f"stream selection needs positive and negative validation clips, got "
                                    f"{len(pos)} and {len(neg)}")
