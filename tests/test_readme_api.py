@@ -34,5 +34,5 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert re.search(r"^test accuracy [0-9.]+$", proc.stdout, re.M), proc.stdout
     assert re.search(r"^esp32s3: (PASS|FAIL), arena \d+ B, [0-9.]+ ms per inference$", proc.stdout, re.M), proc.stdout
-    assert re.search(r"^INT8 accuracy under TFLite Micro [0-9.]+ - full report: \d+ keys$", proc.stdout, re.M)
-    assert (tmp_path / "runs" / "api_demo" / "export" / "model_int8.tflite").is_file()
+    assert re.search(r"^fits every budget: (True|False) - report sections: .*\bbudgets\b", proc.stdout, re.M)
+    assert (tmp_path / "runs" / "api_demo" / "export" / "manifest.json").is_file()

@@ -325,6 +325,9 @@ class DataConfig:
         _ranges("data", self, {"kokoro_fraction": (0.0, 1.0), "hibari_fraction": (0.0, 1.0),
                                "kokoro_blends": (0, 10_000), "natural_negative_seconds": (0.0, 360_000.0),
                                "num_other_wake_words": (0, 1_000_000), "recorded_max_clips": (0, 1_000_000)})
+        _check(self.recorded_max_clips == 0 or self.recorded_max_clips >= 3,
+               f"data.recorded_max_clips must be 0 (all) or at least 3 (a speaker for each split), "
+               f"got {_show(self.recorded_max_clips)}")
         _check(self.kokoro_fraction + self.hibari_fraction <= 1.0,
                "data.kokoro_fraction + data.hibari_fraction must be at most 1")
         held = set(self.kokoro_val_voices) | set(self.kokoro_test_voices)

@@ -246,6 +246,7 @@ def test_cli_strict_error_is_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     ("data.kokoro_blends=-1", r"data.kokoro_blends must be in \[0, 10000\]"),
     ("data.hibari_split=dev", "data.hibari_split must be 'train', 'val' or 'test'"),
     ("data.natural_negative_seconds=-5", r"data.natural_negative_seconds must be in \[0, 360000\]"),
+    ("data.recorded_max_clips=2", r"data.recorded_max_clips must be 0 \(all\) or at least 3"),
 ])
 def test_natural_config_is_validated(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

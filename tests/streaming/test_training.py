@@ -166,3 +166,35 @@ def test_training_with_streaming_windows_selects_on_streams(tmp_path: Path) -> N
     from tinyconv.checkpoint import load_checkpoint
 
     assert "val_stream_recall" in load_checkpoint(result.checkpoint_path).metrics
+
+
+def test_feature_streams_leave_near_misses_out() -> None:
+    x, y = make_clips(40, seed=1)
+    kinds = ["confusable" if i % 4 == 0 else ("positive" if y[i] == 1 else "speech") for i in range(len(y))]
+    fs = st.build_feature_streams(x, y, 1, seed=0, kinds=kinds)
+    near = {x[i].tobytes() for i in range(0, len(y), 4)}
+    negatives = {fs.negative[k : k + 98].tobytes() for k in range(0, len(fs.negative), 98)}
+    assert not near & negatives and len(negatives) == sum(bool(y[i] == 0 and i % 4) for i in range(len(y)))
+    assert len(fs.spans) == sum(bool(y[i] == 1 and i % 4) for i in range(len(y)))
+
+
+def test_quickstart_of_a_streaming_model_ends_with_the_esphome_pair(tiny_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path: the pair ESPHome loads and the C array land in the run folder."""
+    import json
+
+    import tinyconv.data.synth as synth
+    from tinyconv.trainer.run import quickstart
+
+    monkeypatch.setattr(synth, "synthesize_dataset", lambda config, out: Path(out))  # the tiny set is built
+    cfg = replace(tiny_cfg, model={"name": "stream_tinyconv_test", "time_dilations": [1, 1, 1, 1]},
+                  train={"epochs": 1, "selection_metric": "stream_recall_at_fa", "stream_positive_delay_ms": 300,
+                         "stream_negative_fraction": 0.3})
+    result = quickstart(cfg)
+    run = Path(cfg.train.out_dir)
+    assert result.esphome is not None and result.esphome_manifest is not None and result.streaming is not None
+    pair = json.loads((run / "hey_tiny.json").read_text())
+    assert pair["model"] == "hey_tiny.tflite" and pair["micro"] == result.esphome_manifest["micro"]
+    assert (run / "hey_tiny.tflite").read_bytes() == (run / "export" / "hey_tiny.tflite").read_bytes()
+    assert (run / "model_data.cc").stat().st_size > (run / "hey_tiny.tflite").stat().st_size
+    assert 0.0 <= result.streaming["recall"] <= 1.0 and "at_cutoff" in result.streaming
+    assert {"export", "streams"} <= set(result.seconds)

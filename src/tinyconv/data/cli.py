@@ -34,11 +34,10 @@ def _synth(args: argparse.Namespace) -> int:
     for split, counts in split_counts(rows).items():
         print(f"  {split:5s} " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     engines: dict[str, int] = {}
-    for r in rows:
-        engine = r.voice.split(":", 1)[0]
-        engines[engine] = engines.get(engine, 0) + 1 if engine else engines.get(engine, 0)
-    if set(engines) - {"espeak-ng", "flite", ""}:  # natural voices or recordings (tinyconv.data.natural_tts)
-        print("  clips by voice source: " + ", ".join(f"{k}: {v}" for k, v in sorted(engines.items()) if k))
+    for engine in (r.voice.split(":", 1)[0] for r in rows if r.voice):
+        engines[engine] = engines.get(engine, 0) + 1
+    if set(engines) - {"espeak-ng", "flite"}:  # natural voices or recordings (tinyconv.data.natural_tts)
+        print("  clips by voice source: " + ", ".join(f"{k}: {v}" for k, v in sorted(engines.items())))
     fit = phrase_fit_counts(rows)
     if fit["faster"] or fit["too_long"]:
         print(f"  {fit['faster']} wake-word / near-miss clips spoken faster to fit the window"

@@ -642,14 +642,36 @@ def torch_stream_probabilities(model: torch.nn.Module, frames: np.ndarray, posit
     return torch.softmax(logits.double(), dim=-1)[:, positive_index].numpy()
 
 
+def qat_window_probabilities(qat_model: Any, frames: np.ndarray, num_frames: int, positive_index: int = 1) -> np.ndarray:
+    """P(positive) of the QAT model's converted graph (fake quantization, BN folded, learned scales)
+    on the window of `num_frames` frames ending at each invoke's last frame; NaN before the first
+    full window. The streaming model equals the window model there (docs/STREAMING.md)."""
+    steps = len(frames) // FRAMES_PER_INVOKE
+    ends = [FRAMES_PER_INVOKE * (i + 1) for i in range(steps)]
+    full = [i for i, e in enumerate(ends) if e >= num_frames]
+    out = np.full(steps, np.nan)
+    if not full:
+        return out
+    ref = qat_model.to_reference()
+    x = np.asarray(frames, np.float32)
+    with torch.no_grad():
+        for start in range(0, len(full), 256):
+            idx = full[start : start + 256]
+            windows = torch.from_numpy(np.stack([x[ends[i] - num_frames : ends[i]] for i in idx]))
+            out[idx] = torch.softmax(ref(windows).double(), dim=-1)[:, positive_index].numpy()
+    return out
+
+
 def self_check(data: bytes, model: torch.nn.Module, frames: np.ndarray, arena_bytes: int,
-               positive_index: int = 1, feature_scale: float = 1.0 / 25.6) -> dict[str, float]:
+               positive_index: int = 1, feature_scale: float = 1.0 / 25.6, qat_model: Any = None) -> dict[str, Any]:
     """TFLM on a stream (ESPHome's int8 input) vs the integer reference and vs PyTorch float.
 
     `tflm_vs_integer_*`: uint8 outputs of TFLM and of `TfliteIntegerReference` on the same int8
     blocks (exact check). `*_prob_diff`: TFLM's uint8 / 255 (as ESPHome reads it) vs the PyTorch
     float streaming form fed the features ESPHome's int8 input stands for ((q + 128) * 26 / 255),
-    so that difference is the model's own quantization, not the input rounding.
+    so that difference is the model's own quantization, not the input rounding. With `qat_model`
+    (a QAT checkpoint) the quality reference is the QAT model itself (`qat_window_probabilities`,
+    steps with a full window), since its learned quantization is what the .tflite carries.
     """
     from tinyconv.export.int8_reference import run_reference_stream
 
@@ -658,9 +680,14 @@ def self_check(data: bytes, model: torch.nn.Module, frames: np.ndarray, arena_by
     integer = run_reference_stream(data, q, FRAMES_PER_INVOKE)
     u8_diff = np.abs(tflm_u8.astype(np.int64) - integer.astype(np.int64))
     tflm = tflm_u8.astype(np.float64) / 255.0
-    ref = torch_stream_probabilities(model, (q.astype(np.float32) - INPUT_ZERO_POINT) * INPUT_SCALE, positive_index)
-    diff = np.abs(tflm - ref)
-    return {"steps": int(len(diff)), "tflm_vs_integer_max_u8_diff": int(u8_diff.max()),
+    features = (q.astype(np.float32) - INPUT_ZERO_POINT) * INPUT_SCALE
+    if qat_model is None:
+        ref = torch_stream_probabilities(model, features, positive_index)
+    else:
+        ref = qat_window_probabilities(qat_model, features, int(model.input_shape[0]), positive_index)
+    diff = np.abs(tflm - ref)[~np.isnan(ref)]
+    return {"steps": int(len(tflm)), "reference": "pytorch float streaming" if qat_model is None else
+            "pytorch qat (fake-quant window model)", "tflm_vs_integer_max_u8_diff": int(u8_diff.max()),
             "tflm_vs_integer_mismatches": int((u8_diff > 0).sum()),
             "max_abs_prob_diff": float(diff.max()), "mean_abs_prob_diff": float(diff.mean())}
 
@@ -717,7 +744,7 @@ class EsphomeExportResult:
     esphome_manifest: dict[str, Any]  # <name>.json, what ESPHome reads
     quantization: str
     tensor_arena_bytes: int  # host TFLM arena (reference kernels)
-    self_check: dict[str, float]
+    self_check: dict[str, Any]
     model_info: EsphomeModelInfo
 
 
@@ -812,8 +839,10 @@ def export_esphome(
         from tinyconv.export.source import build_qat_model
 
         # The learned ranges are pinned in the TF graph (no silent re-calibration).
-        spec, carried = qat_stream_spec(build_qat_model(src), model, pos)
+        qat_model = build_qat_model(src)
+        spec, carried = qat_stream_spec(qat_model, model, pos)
     else:
+        qat_model = None
         spec = stream_spec(model, pos)
     quantization = "qat" if spec.pinned else "ptq"
     fe = src.config.frontend
@@ -849,7 +878,7 @@ def export_esphome(
             f"tensor arena {tensor_arena_size} bytes (host TFLM {host_arena} x {ESP_NN_ARENA_FACTOR} for ESP-NN) "
             f"exceeds the budget of {arena_budget_bytes} bytes"
         )
-    check = self_check(tflite, model, check_frames, host_arena, pos, fe.feature_scale)
+    check = self_check(tflite, model, check_frames, host_arena, pos, fe.feature_scale, qat_model)
     if check["tflm_vs_integer_max_u8_diff"] > SELF_CHECK_MAX_U8_DIFF:
         raise EsphomeExportError(
             f"self-check failed: TFLite Micro differs from the integer reference of the same .tflite by up to "

@@ -163,15 +163,23 @@ class QuickstartResult:
     streaming: dict[str, Any] | None = None
 
 
-def export_for_esphome(checkpoint: str | Path, run_dir: str | Path) -> tuple[dict[str, Path], dict[str, Any]]:
+def export_for_esphome(checkpoint: str | Path, run_dir: str | Path,
+                       val: FeatureSet | None = None) -> tuple[dict[str, Path], dict[str, Any]]:
     """Export a streaming checkpoint for ESPHome into RUN/export (with its manifest.json and sha256s)
-    and copy the pair ESPHome loads (<name>.tflite + <name>.json) and the C array into RUN."""
+    and copy the pair ESPHome loads (<name>.tflite + <name>.json) and the C array into RUN.
+
+    `val`: the validation split; its negatives other than near misses set the manifest's
+    probability_cutoff (as they set the stream selection, trainer/streams.py)."""
     import shutil
 
-    from tinyconv.export import export_checkpoint
+    from tinyconv.export.esphome import export_esphome
 
     run = Path(run_dir)
-    exp = export_checkpoint(checkpoint, run / "export", formats="esphome,c")
+    negatives = None
+    if val is not None and val.positive_index is not None and len(val.rows) == len(val.y):
+        keep = (val.y != val.positive_index) & np.array([r.kind != "confusable" for r in val.rows])
+        negatives = val.x[keep] if keep.any() else None
+    exp = export_esphome(checkpoint, run / "export", with_c=True, negatives=negatives)
     names = {"tflite": exp.esphome_manifest["model"], "json": Path(exp.esphome_manifest["model"]).stem + ".json",
              "c_source": "model_data.cc", "c_header": "model_data.h"}
     files: dict[str, Path] = {}
@@ -234,7 +242,8 @@ def _quickstart(config: Config) -> QuickstartResult:
     if is_streamable(model_from_checkpoint(load_checkpoint(result.checkpoint_path))):
         # The model ESPHome runs: the pair and the C array land in the run folder.
         t0 = time.perf_counter()
-        out.esphome, out.esphome_manifest = export_for_esphome(result.checkpoint_path, config.train.out_dir)
+        out.esphome, out.esphome_manifest = export_for_esphome(result.checkpoint_path, config.train.out_dir,
+                                                               val=data["val"])
         seconds["export"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         test = load_features(config.data.dataset_dir, "test", config.frontend, workers=config.data.num_workers)
