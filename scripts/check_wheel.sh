@@ -67,9 +67,8 @@ wrong = [f"{section}.{key}: {printed[section][key]!r} != recipe {value!r}"
          for section, values in recipe.items() for key, value in values.items() if printed[section][key] != value]
 if wrong:
     sys.exit("check_wheel: quickstart did not use its recipe: " + "; ".join(wrong))
-print(f"  {sum(len(v) for v in recipe.values())} recipe values resolved (model width "
-      f"{printed['model']['width_multiplier']}, dilations {printed['model']['time_dilations']}, "
-      f"{printed['train']['epochs']} epochs)")
+print(f"  {sum(len(v) for v in recipe.values())} recipe values resolved (model {printed['model']['name']}, width "
+      f"{printed['model']['width_multiplier']}, {printed['train']['epochs']} epochs)")
 EOF
 "$TINYCONV" recipes >"$WORK/recipes.txt"
 grep -q "^quickstart" "$WORK/recipes.txt" || { cat "$WORK/recipes.txt"; echo "check_wheel: tinyconv recipes does not list quickstart"; exit 1; }

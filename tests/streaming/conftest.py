@@ -85,3 +85,26 @@ def esphome_export(stream_trained: StreamTrained, tmp_path_factory: pytest.TempP
     neg = stream_trained.test_x[stream_trained.test_y == 0]
     return export_esphome(stream_trained.float_path, tmp_path_factory.mktemp("esphome") / "out", with_c=True,
                           representative=stream_trained.train_x, negatives=neg)
+
+
+@pytest.fixture(scope="session")
+def stream_qat_export(stream_trained: StreamTrained, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A QAT fine-tune of the float test model (2 epochs, BN and observers frozen after the first)
+    and its ESPHome export: (checkpoint path, EsphomeExportResult)."""
+    pytest.importorskip("tensorflow", reason="ESPHome export needs tensorflow-cpu (scripts/setup.sh installs it)")
+    import dataclasses
+
+    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.config import QATConfig
+    from tinyconv.export.esphome import export_esphome
+    from tinyconv.trainer.qat import qat_finetune
+
+    config = dataclasses.replace(stream_config(), qat=QATConfig(enabled=True, epochs=2, learning_rate=1e-3,
+                                                                freeze_bn_epoch=1, freeze_observers_epoch=1))
+    float_ckpt = dataclasses.replace(load_checkpoint(stream_trained.float_path), config=config)
+    x, y = stream_trained.train_x, stream_trained.train_y
+    qat = qat_finetune(float_ckpt, x, y, stream_trained.test_x[:64], stream_trained.test_y[:64], config)
+    path = tmp_path_factory.mktemp("stream_qat") / "qat.pt"
+    save_checkpoint(qat, path)
+    neg = stream_trained.test_x[stream_trained.test_y == 0]
+    return path, export_esphome(path, tmp_path_factory.mktemp("esphome_qat") / "out", representative=x, negatives=neg)

@@ -194,7 +194,7 @@ def test_import_cli_converts(packaged_whisper: dict, tmp_path: Path, capsys: pyt
     args = _cli(["teacher", "import", "--whisper", "tiny.en", "--out", str(tmp_path / "w")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "encoder max |diff| vs CTranslate2" in out and "distill.teacher_pretrained_dirs.whisper=" in out
+    assert "encoder max |diff| vs CTranslate2" in out and "--set 'distill.teacher_pretrained_dirs={whisper: " in out
 
 
 # --- speech_embedding --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinyconv._quiet import native_stderr_captured
 from tinyconv.export.errors import ExportError
 
 # ESPHome micro_wake_word's op resolver (esphome/components/micro_wake_word/streaming_model.cpp):
@@ -385,7 +386,7 @@ def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
             # scale. (supported_ops=INT8 would demand a representative dataset; the ESPHome load
             # check still refuses any float op.)
             try:
-                return bytes(converter.convert())
+                return _quiet_convert(converter)
             except Exception as exc:  # the converter raises ConverterError and assorted others
                 raise EsphomeExportError(f"TensorFlow Lite conversion of the QAT streaming graph failed: {exc}") from exc
         converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
@@ -401,9 +402,16 @@ def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
 
         converter.representative_dataset = representative
         try:
-            return bytes(converter.convert())
+            return _quiet_convert(converter)
         except Exception as exc:  # the converter raises ConverterError and assorted others
             raise EsphomeExportError(f"TensorFlow Lite conversion of the streaming graph failed: {exc}") from exc
+
+
+def _quiet_convert(converter: Any) -> bytes:
+    # The TF converter prints its settings and C++ logs to fd 2: hidden under the CLI unless
+    # `tinyconv --verbose`, and shown when the conversion fails (tinyconv._quiet).
+    with native_stderr_captured():
+        return bytes(converter.convert())
 
 
 def _range_block(num_channels: int) -> np.ndarray:

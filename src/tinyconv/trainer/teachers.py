@@ -188,8 +188,6 @@ class SpeechEmbedding:
         threads = num_threads or max(1, torch.get_num_threads())
         try:
             self._runners = {role: _runner(path, threads) for role, path in self.paths.items()}
-        except TeacherError:
-            raise
         except Exception as exc:  # a damaged file: the runtimes raise their own types
             raise TeacherError(f"teacher 'speech_embedding': cannot load the models in {self.folder} ({exc}); "
                                f"re-import with `tinyconv teacher import --speech-embedding --out DIR`") from exc
