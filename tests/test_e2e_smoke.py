@@ -34,7 +34,11 @@ def test_e2e_tiny(tmp_path: Path) -> None:
     assert report["settings"]["scale"] == "tiny"
     (word,) = report["words"]
     assert "error" not in word, word.get("error")
-    assert set(word["models"]) == {"v1_float", "v2_float", "v2_distilled", "v2_qat"}
+    assert set(word["models"]) == {"v1_float", "v2_float", "v2_distilled", "v2_qat", "stream"}
+    stream = word["stream"]  # the quickstart recipe's streaming model, exported for ESPHome
+    assert stream["macs_per_invoke"] > 0 and {"hey_jarvis.tflite", "hey_jarvis.json"} <= set(stream["files"])
+    assert "frr_at_target" in stream["streaming"] and word["streams"]["heldout_negatives"]["hours"] > 0
+    assert {"stream_macs_le_25k", "stream_frr_le_window"} <= set(word["targets"])
     assert set(word["teachers"]) == {"wav2vec2", "conformer"}
     assert word["export"]["quantization"] == "qat"
     assert {"model_int8.tflite", "model_int8.onnx", "model_data.h", "model_data.cc"} <= set(word["export"]["files"])

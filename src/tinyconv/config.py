@@ -347,7 +347,8 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Which student to build. `name='tinyconv'` takes the depthwise toggle and the width."""
+    """Which student to build. Each field reaches the model or is refused at load
+    (models/registry.py: a variant such as `tinyconv_v2_075` fixes the toggle and the width)."""
 
     name: str = "tinyconv"
     tiny_conv_use_depthwise: bool = True

@@ -9,6 +9,7 @@ Not carried, by ESPHome's design: the input (26/255, -128) and the head's logit 
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -37,9 +38,12 @@ def _learned(qat_path) -> list[dict]:  # type: ignore[no-untyped-def]
             continue
         q = next(iter(next(iter(node.users)).users))  # conv -> relu -> quantize_per_tensor
         w_q = node.args[1].args[0]  # dequantize_per_channel(quantize_per_channel(w, scale, zp, ...))
-        weight = torch.ops.quantized_decomposed.quantize_per_channel.default(
-            *[getattr(ref, a.target) if hasattr(a, "target") and a.op == "get_attr" else a for a in w_q.args])
-        out.append({"weight": weight.numpy(), "weight_scale": getattr(ref, w_q.args[1].target).numpy(),
+        def attr(a):  # type: ignore[no-untyped-def]
+            is_attr = isinstance(a, torch.fx.Node) and a.op == "get_attr"
+            return functools.reduce(getattr, a.target.split("."), ref) if is_attr else a
+
+        weight = torch.ops.quantized_decomposed.quantize_per_channel.default(*[attr(a) for a in w_q.args])
+        out.append({"weight": weight.numpy(), "weight_scale": attr(w_q.args[1]).numpy(),
                     "scale": float(q.args[1]), "zero_point": int(q.args[2])})
     return out
 
