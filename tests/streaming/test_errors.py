@@ -93,3 +93,23 @@ def test_cli_defaults_streaming_checkpoint_to_esphome(tmp_path, capsys) -> None:
     assert main(["export", str(ckpt), "--out", str(tmp_path / "out")]) == 2
     assert "ESPHome export calibrates on real feature streams" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("formats", ["tflite", "onnx,c", "tflite,onnx,c"])
+def test_window_formats_on_a_streaming_checkpoint_point_to_esphome(tmp_path, formats: str) -> None:  # type: ignore[no-untyped-def]
+    from tinyconv.export import export_checkpoint
+
+    ckpt = _untrained_checkpoint(tmp_path / "s.pt", "stream_tinyconv_test", LABELS)
+    with pytest.raises(EsphomeExportError, match=r"holds streaming model 'stream_tinyconv_test': format (tflite|onnx)"
+                                                 r".* use --formats esphome,c"):
+        export_checkpoint(ckpt, tmp_path / "out", formats=formats)
+    assert not (tmp_path / "out").exists()
+
+
+def test_c_alone_on_a_streaming_checkpoint_is_the_esphome_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tinyconv.export.esphome import route_formats
+
+    ckpt = _untrained_checkpoint(tmp_path / "s.pt", "stream_tinyconv_test", LABELS)
+    assert route_formats(ckpt, "c") == ("c", "esphome")
+    window = _untrained_checkpoint(tmp_path / "w.pt", "tinyconv_test", LABELS)
+    assert route_formats(window, "tflite,c") == ("tflite", "c")

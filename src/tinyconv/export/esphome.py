@@ -112,8 +112,13 @@ class StreamSpec:
 
     @property
     def pinned(self) -> bool:
-        """Whether every range is pinned (a QAT checkpoint) rather than calibrated."""
-        return self.logit_range is not None and all(layer.out_range is not None for layer in self.layers)
+        """Whether the conv ranges are pinned (a QAT checkpoint) rather than calibrated."""
+        return all(layer.out_range is not None for layer in self.layers)
+
+    @property
+    def fully_pinned(self) -> bool:
+        """Every range pinned, the logit difference included: converted with no calibration."""
+        return self.pinned and self.logit_range is not None
 
     @property
     def state_shapes(self) -> list[tuple[int, int, int, int]]:
@@ -332,7 +337,7 @@ def build_tf_module(spec: StreamSpec) -> Any:
             h = push(h, spec.head_steps - 1, value_range)
             flat = tf.reshape(h, [1, spec.head_steps * spec.head_channels])
             logit = tf.matmul(flat, tf.constant(spec.head_weight)) + tf.constant(spec.head_bias)
-            if pinned:
+            if spec.logit_range is not None:
                 logit = _fake_quant(tf, logit, spec.logit_range)
             # sigmoid(l_pos - l_neg) = softmax(l)[pos] for two classes; LOGISTIC is in the op set.
             return tf.sigmoid(logit)
@@ -377,7 +382,7 @@ def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.uint8
         converter._experimental_variable_quantization = True  # int8 state (see module docstring)
-        if spec.pinned:
+        if spec.fully_pinned:
             # QAT graph: every range comes from a fake-quant op. No representative dataset: the
             # TF 2.21 converter quantizes a layer's bias with the *calibrated* range of its input
             # when one exists, while the kernel uses the pinned one (measured: the head's bias
@@ -855,7 +860,7 @@ def export_esphome(
     else:
         qat_model = None
         spec = stream_spec(model, pos)
-    quantization = "qat" if spec.pinned else "ptq"
+    quantization = "qat" if spec.fully_pinned else "ptq"
     fe = src.config.frontend
 
     # Calibration and self-check streams: real feature clips, concatenated in time.
@@ -1025,15 +1030,30 @@ def route_formats(checkpoint_path: str | Path, formats: str | Any | None) -> tup
     """The formats to write: the requested ones, or the default for this checkpoint's model.
 
     A streaming checkpoint defaults to esphome + c; esphome is a stateful streaming model and
-    cannot share a folder with the window-model formats (tflite, onnx). An explicit request
-    without esphome is passed through unread (the window exporter checks the checkpoint).
+    cannot share a folder with the window-model formats (tflite, onnx). A streaming checkpoint
+    asked for tflite or onnx is refused with a pointer to esphome (the window formats' integer
+    reference and checks are built for TinyConv window models); asked for c alone, it gets the C
+    arrays of its ESPHome model (esphome + c).
     """
     from tinyconv.export.pipeline import WINDOW_FORMATS, parse_formats
 
     if formats is not None:
         wanted = parse_formats(formats)
         if "esphome" not in wanted:
-            return wanted
+            from tinyconv.export.source import build_float_architecture, read_checkpoint
+            from tinyconv.models.streaming import is_streamable
+
+            src = read_checkpoint(checkpoint_path)
+            if not is_streamable(build_float_architecture(src)):
+                return wanted
+            window = [f for f in wanted if f in ("tflite", "onnx")]
+            if window:
+                raise EsphomeExportError(
+                    f"checkpoint {src.path} holds streaming model {src.config.model.name!r}: format "
+                    f"{', '.join(window)} (1 s window models) is not exported for it; use --formats esphome,c "
+                    "(the stateful INT8 .tflite ESPHome and TFLite Micro firmware run, with its C arrays)"
+                )
+            return ("c", "esphome")
         window = [f for f in wanted if f in ("tflite", "onnx")]
         if window:
             raise EsphomeExportError(
