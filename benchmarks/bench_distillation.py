@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8s} accuracy {acc['mean']:.4f} +- {acc['std']:.4f}"
               + (f", FRR@FAR{args.target_far} {frr['mean']:.4f} +- {frr['std']:.4f}" if frr else ""))
     print(f"cached distillation epoch / plain epoch: {result['cached_distill_epoch_over_plain_epoch']:.2f}x; "
-          f"wrote {out}")
+          f"wrote {args.out}")
     return 0
 
 
