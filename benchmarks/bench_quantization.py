@@ -52,11 +52,11 @@ def _torch_logits(ckpt_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _tflm_logits(result: Any, x: np.ndarray) -> np.ndarray:
-    from tinyconv.export.pipeline import quantize_features
+    from tinyconv.features import features_to_int8
     from tinyconv.export.tflm import run_tflm
 
     m = result.manifest
-    x_int8 = quantize_features(x, m["input"]["scale"], m["input"]["zero_point"])
+    x_int8 = features_to_int8(x, m["input"]["scale"], m["input"]["zero_point"])
     out = run_tflm(result.files["model_int8.tflite"].read_bytes(), x_int8, result.tensor_arena_bytes)
     return (out.astype(np.float64) - m["output"]["zero_point"]) * m["output"]["scale"]
 

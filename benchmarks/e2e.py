@@ -142,10 +142,10 @@ def torch_accuracy(checkpoint: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def tflm_accuracy(tflite: Path, manifest: dict[str, Any], arena: int, x: np.ndarray, y: np.ndarray) -> float:
-    from tinyconv.export.pipeline import quantize_features
+    from tinyconv.features import features_to_int8
     from tinyconv.export.tflm import run_tflm
 
-    x_int8 = quantize_features(x, manifest["input"]["scale"], manifest["input"]["zero_point"])
+    x_int8 = features_to_int8(x, manifest["input"]["scale"], manifest["input"]["zero_point"])
     out = run_tflm(tflite.read_bytes(), x_int8, arena)
     return float(np.mean(out.reshape(len(x), -1).argmax(1) == y))
 

@@ -53,7 +53,7 @@ def _check(pair: str, a_top1: np.ndarray, b_top1: np.ndarray, lsb: np.ndarray, s
 def test_cross_runtime_equivalence(which: str, request: pytest.FixtureRequest, trained) -> None:  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
-    from tinyconv.export.pipeline import quantize_features
+    from tinyconv.features import features_to_int8
     from tinyconv.export.tflite import run_litert
     from tinyconv.export.tflm import run_tflm
 
@@ -64,7 +64,7 @@ def test_cross_runtime_equivalence(which: str, request: pytest.FixtureRequest, t
     s_in, z_in = m["input"]["scale"], m["input"]["zero_point"]
     s_out, z_out = m["output"]["scale"], m["output"]["zero_point"]
 
-    x_int8 = quantize_features(trained.test_x, s_in, z_in)
+    x_int8 = features_to_int8(trained.test_x, s_in, z_in)
     x_float = (x_int8.astype(np.float32) - z_in) * s_in
     with torch.no_grad():
         torch_q = reference(torch.from_numpy(x_float)).numpy() / s_out  # in output LSB

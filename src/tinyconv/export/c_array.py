@@ -111,10 +111,12 @@ extern const char* const g_tinyconv_labels[TINYCONV_NUM_LABELS];
 // Optimized kernels (e.g. CMSIS-NN) may need extra scratch: keep some headroom.
 #define TINYCONV_TENSOR_ARENA_BYTES {inputs.tensor_arena_bytes}
 
-// Frontend output (uint16) -> model input (int8): q = round(v * feature_scale / input_scale) + zp.
+// Frontend output (uint16) -> model input (int8): q = round(v * feature_scale / input_scale) + zp,
+// ties away from zero as TFLite's QUANTIZE rounds. In double, in this order, so that it equals
+// tinyconv.features.features_to_int8 bit for bit (a float version differs on ties).
 static inline int8_t tinyconv_feature_to_int8(uint16_t frontend_value) {{
-  const float q = (float)frontend_value * (TINYCONV_FEATURE_SCALE / TINYCONV_INPUT_SCALE);
-  int32_t r = (int32_t)(q + 0.5f) + TINYCONV_INPUT_ZERO_POINT;
+  const double q = (double)frontend_value * (double)TINYCONV_FEATURE_SCALE / (double)TINYCONV_INPUT_SCALE;
+  int32_t r = (int32_t)(q + 0.5) + TINYCONV_INPUT_ZERO_POINT;  // q >= 0: truncation is floor
   if (r < -128) r = -128;
   if (r > 127) r = 127;
   return (int8_t)r;

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from tinyconv.export.errors import ExportError
+from tinyconv.features import features_to_int8
 from tinyconv.export.source import SourceCheckpoint, build_float_model, build_qat_model, read_checkpoint
 
 FORMATS = ("tflite", "onnx", "c", "esphome")
@@ -82,11 +83,6 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     if unknown or not items:
         raise ExportError(f"unknown export format(s) {unknown or items}; choose from {', '.join(FORMATS)}")
     return tuple(f for f in FORMATS if f in items)
-
-
-def quantize_features(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Float features -> int8 model input with the TFLite input quantization."""
-    return np.clip(np.rint(np.asarray(x, np.float64) / scale) + zero_point, -128, 127).astype(np.int8)
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -174,7 +170,7 @@ def _representative(src: SourceCheckpoint, representative: np.ndarray | None, co
 def _self_check_inputs(src: SourceCheckpoint, calibration: np.ndarray | None, in_scale: float, in_zp: int) -> np.ndarray:
     """Seeded int8 inputs for self-checks: calibration rows if any, else uniform noise."""
     if calibration is not None and len(calibration):
-        return quantize_features(calibration[:_SELF_CHECK_EXAMPLES], in_scale, in_zp)
+        return features_to_int8(calibration[:_SELF_CHECK_EXAMPLES], in_scale, in_zp)
     fe = src.config.frontend
     rng = np.random.default_rng(0)
     return rng.integers(-128, 128, size=(_SELF_CHECK_EXAMPLES, fe.num_frames, fe.num_channels), dtype=np.int8)

@@ -99,8 +99,16 @@ def clip_features(samples: np.ndarray, config: FrontendConfig | None = None) -> 
 
 
 def features_to_int8(features: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Quantize float features with a model input's scale and zero point (as firmware does)."""
-    q = np.round(features / scale) + zero_point
+    """The one float-feature -> int8 rule: q = round(features / scale) + zero_point, clipped.
+
+    Used by the export's self-check, the simulator and the benchmarks; the generated C helper
+    (`tinyconv_feature_to_int8` in model_data.h) computes the same in double precision, bit for
+    bit (tests/export/test_c_array.py sweeps every frontend value). Ties round half away from
+    zero, as TFLite's own QUANTIZE kernel does (TfLiteRound = std::round), not to even.
+    Computed in float64 so that C's double arithmetic reproduces it exactly.
+    """
+    x = np.asarray(features, dtype=np.float64) / float(scale)
+    q = np.sign(x) * np.floor(np.abs(x) + 0.5) + zero_point
     return np.clip(q, -128, 127).astype(np.int8)
 
 
