@@ -25,8 +25,8 @@ import torch
 
 from tinyconv.config import Config, load_config, replace
 from tinyconv.metrics import classification_report
-from tinyconv.checkpoint import load_checkpoint
-from tinyconv.trainer.run import load_splits, model_from_checkpoint, predict
+from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
+from tinyconv.trainer.run import load_splits, predict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

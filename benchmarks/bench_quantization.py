@@ -45,8 +45,8 @@ def _quality(logits: np.ndarray, fs: Any, target_far: float) -> dict[str, float]
 
 
 def _torch_logits(ckpt_path: Path, x: np.ndarray) -> np.ndarray:
-    from tinyconv.checkpoint import load_checkpoint
-    from tinyconv.trainer.run import model_from_checkpoint, predict
+    from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
+    from tinyconv.trainer.run import predict
 
     return predict(model_from_checkpoint(load_checkpoint(ckpt_path)), x)
 

@@ -60,9 +60,9 @@ def recall_by_negative_kind(checkpoint: Path, config: object, target_far: float,
     share of each timbre's wake words missed at the all-negatives threshold."""
     import numpy as np
 
-    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
     from tinyconv.metrics import recall_at_far, softmax
-    from tinyconv.trainer.run import model_from_checkpoint, predict
+    from tinyconv.trainer.run import predict
 
     fs = load_features(config.data.dataset_dir, split, config.frontend)  # type: ignore[attr-defined]
     p = softmax(predict(model_from_checkpoint(load_checkpoint(checkpoint)), fs.x))[:, fs.positive_index]

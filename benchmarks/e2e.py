@@ -134,8 +134,8 @@ def fresh(path: Path) -> Path:
 # ---- accuracy helpers --------------------------------------------------------------------------
 
 def torch_accuracy(checkpoint: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from tinyconv.checkpoint import load_checkpoint
-    from tinyconv.trainer.run import model_from_checkpoint, predict
+    from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
+    from tinyconv.trainer.run import predict
 
     logits = predict(model_from_checkpoint(load_checkpoint(checkpoint)), x)
     return float(np.mean(logits.argmax(1) == y))

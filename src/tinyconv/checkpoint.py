@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -45,16 +45,114 @@ class Checkpoint:
     def model_name(self) -> str:
         return self.config.model.name
 
-    def build_model(self) -> nn.Module:
-        """The float student with these weights (a QAT checkpoint needs trainer.qat to rebuild)."""
-        model = build_model(self.config.model, len(self.labels), self.config.frontend)
-        if self.kind != "float":
-            raise CheckpointError(f"checkpoint is a {self.kind} checkpoint; load it with tinyconv.trainer.qat")
-        try:
-            model.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint weights do not match model {self.model_name!r}: {exc}") from exc
-        return model
+
+class CheckpointLike(Protocol):
+    """What `model_from_checkpoint` reads: a `Checkpoint`, or export's `SourceCheckpoint`."""
+
+    config: Config
+    labels: list[str]
+    kind: str
+    state_dict: dict[str, torch.Tensor]
+
+
+ModelForm = Literal["trained", "float", "qat", "fused", "folded", "architecture"]
+MODEL_FORMS: tuple[str, ...] = get_args(ModelForm)
+
+
+def model_from_checkpoint(ckpt: CheckpointLike, form: ModelForm = "trained") -> nn.Module:
+    """The one way to build a model from a checkpoint; returned in eval mode.
+
+    `form`:
+      "trained"       what the checkpoint holds: "float" for a float checkpoint, "qat" for a QAT one.
+      "float"         float arithmetic, no fake quantization. A QAT checkpoint gives its float
+                      weights and BN statistics in the fused layout (`FusedConvBNReLU2d` units:
+                      its graph stores them per fused unit), the same function in eval mode.
+      "qat"           the fake-quantized `QATTinyConv` of a kind='qat' checkpoint.
+      "fused"         "float" with every Conv+BN+ReLU one `FusedConvBNReLU2d`.
+      "folded"        "float" with BN folded into Conv2d(bias) and no dropout (PTQ, float ONNX).
+      "architecture"  the float architecture with fresh weights (for type checks).
+
+    Raises CheckpointError naming the checkpoint (and its `path`, if it has one) when the model
+    cannot be built from it: unknown model, weights of another architecture, a QAT form asked of a
+    float checkpoint, an architecture that cannot be fused or quantized.
+    """
+    from tinyconv.models.fusion import QuantizationError, fold_tiny_conv, fuse_tiny_conv
+
+    if form not in MODEL_FORMS:
+        raise ValueError(f"unknown model form {form!r}; expected one of {', '.join(MODEL_FORMS)}")
+    path = getattr(ckpt, "path", None)
+    where = f"checkpoint {path}" if path is not None else "checkpoint"
+    name = ckpt.config.model.name
+    try:
+        model = build_model(ckpt.config.model, len(ckpt.labels), ckpt.config.frontend)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: cannot build model {name!r}: {exc}") from exc
+    if form == "trained":
+        form = "qat" if ckpt.kind == "qat" else "float"
+    try:
+        if form == "architecture":
+            pass
+        elif form == "qat":
+            if ckpt.kind != "qat":
+                raise CheckpointError(f"{where} is a {ckpt.kind} checkpoint; model form 'qat' needs a QAT "
+                                      "checkpoint (kind 'qat', from QAT fine-tuning)")
+            from tinyconv.models.pt2e import load_qat_state
+
+            model = load_qat_state(model, ckpt.state_dict)
+        elif ckpt.kind == "qat":
+            model = _float_from_qat_state(fuse_tiny_conv(model), ckpt.state_dict, where)
+        else:
+            _load_float_state(model, ckpt, where)
+        if form == "fused":
+            model = fuse_tiny_conv(model)
+        elif form == "folded":
+            model = fold_tiny_conv(model)
+    except QuantizationError as exc:
+        raise CheckpointError(f"{where} ({name!r}, kind {ckpt.kind}): {exc}") from exc
+    return model.eval()
+
+
+def _load_float_state(model: nn.Module, ckpt: CheckpointLike, where: str) -> None:
+    mismatch = _describe_mismatch(model.state_dict(), ckpt.state_dict)
+    if mismatch:
+        m = ckpt.config.model
+        raise CheckpointError(
+            f"{where} does not match architecture {m.name!r} (use_depthwise={m.tiny_conv_use_depthwise}, "
+            f"width={m.width_multiplier}): {mismatch}"
+        )
+    model.load_state_dict(ckpt.state_dict)
+
+
+def _float_from_qat_state(fused: nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """The float model inside a QAT checkpoint: same weights and BN statistics, no fake quant.
+
+    The prepared graph keeps the fused model's parameter names (stem.conv.weight, stem.bn.*).
+    """
+    graph_state = {k.removeprefix("graph_module."): v for k, v in state_dict.items()}
+    # num_batches_tracked is bookkeeping the functional QAT graph does not keep.
+    missing = [k for k in fused.state_dict() if k not in graph_state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise CheckpointError(f"QAT {where} lacks float weights {missing[:4]}")
+    fused.load_state_dict({k: graph_state[k] for k in fused.state_dict() if k in graph_state}, strict=False)
+    return fused
+
+
+def _describe_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing layer(s) {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        parts.append(f"unexpected layer(s) {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+    if shapes:
+        parts.append(f"shape mismatch in {'; '.join(shapes[:4])}")
+    return "; ".join(parts)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

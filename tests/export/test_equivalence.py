@@ -89,9 +89,10 @@ def test_cross_runtime_equivalence(which: str, request: pytest.FixtureRequest, t
 def test_float_onnx_matches_float_model(ptq_export, trained) -> None:  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
-    from tinyconv.export.source import build_float_model, read_checkpoint
+    from tinyconv.checkpoint import model_from_checkpoint
+    from tinyconv.export.source import read_checkpoint
 
-    model = build_float_model(read_checkpoint(trained.float_path))
+    model = model_from_checkpoint(read_checkpoint(trained.float_path), "float")
     x = trained.test_x[:64]
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()

@@ -1,11 +1,11 @@
-"""TFLite's fixed-point arithmetic in `integer_kernel_reference` (tinyconv.models.quant)."""
+"""TFLite's fixed-point arithmetic in `integer_kernel_reference` (tinyconv.export.int8_kernels)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from tinyconv.models.quant import _int8_mean, multiply_by_quantized_multiplier, quantize_multiplier
+from tinyconv.export.int8_kernels import int8_mean, multiply_by_quantized_multiplier, quantize_multiplier
 
 
 def _mbqm(x: list[int], real: float) -> list[int]:
@@ -50,11 +50,11 @@ def test_int8_mean_folds_one_over_n_into_the_multiplier() -> None:
     # (multiplier (2^30 << 7) // 250, shift -6, double rounding) gives 1.
     q = torch.full((1, 1, 25, 10), -128, dtype=torch.int8)
     q.view(-1)[:124] = -127
-    assert int(_int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -127
+    assert int(int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -127
     q.view(-1)[124] = -127  # 0.5 exactly: ties away from zero
-    assert int(_int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -127
+    assert int(int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -127
     q.view(-1)[:125] = -128  # 0.0
-    assert int(_int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -128
+    assert int(int8_mean(q, -128, 1 << 30, 1, -128, -128, 127)) == -128
 
 
 def test_unknown_quantized_op_is_refused_by_name() -> None:
@@ -62,7 +62,8 @@ def test_unknown_quantized_op_is_refused_by_name() -> None:
     import pytest
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers quantized_decomposed ops)
 
-    from tinyconv.models.quant import QuantizationError, integer_kernel_reference
+    from tinyconv.export.int8_kernels import integer_kernel_reference
+    from tinyconv.models.fusion import QuantizationError
 
     qd = torch.ops.quantized_decomposed
     g = torch.fx.Graph()

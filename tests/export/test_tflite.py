@@ -19,7 +19,7 @@ EXPECTED_OPS = ["RESHAPE", "DEPTHWISE_CONV_2D", "PAD", "DEPTHWISE_CONV_2D", "CON
 
 def test_pins_match_the_measured_workaround() -> None:
     """The PT2E + litert-torch workaround was measured with exactly these versions."""
-    from tinyconv.models.quant import PINNED_VERSIONS
+    from tinyconv.models.pt2e import PINNED_VERSIONS
 
     for package, version in PINNED_VERSIONS.items():
         installed = importlib.metadata.version(package).split("+")[0]

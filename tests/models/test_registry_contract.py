@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from tinyconv.config import ConfigError, ModelConfig, load_config
 from tinyconv.models import build_model, create_model, list_models, register_model
-from tinyconv.models.quant import FusedConvBNReLU2d, fuse_tiny_conv
+from tinyconv.models.fusion import FusedConvBNReLU2d, fuse_tiny_conv
 from tinyconv.models.tinyconv import ConvBNReLU
 from tinyconv.models.registry import CONFIG_KWARGS, ModelError, model_entry
 

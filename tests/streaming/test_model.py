@@ -77,7 +77,7 @@ def test_receptive_field_must_fit_window() -> None:
 
 
 def test_qat_fusion_accepts_streaming_family() -> None:
-    from tinyconv.models.quant import fold_tiny_conv, fuse_tiny_conv
+    from tinyconv.models.fusion import fold_tiny_conv, fuse_tiny_conv
 
     torch.manual_seed(0)
     model = create_model("stream_tinyconv_test", num_classes=2)
@@ -94,7 +94,7 @@ def test_existing_trainer_and_qat_train_the_streaming_family(tmp_path) -> None: 
     """The non-streaming form trains with the project's Trainer, then QAT-fine-tunes (fused)."""
     import dataclasses
 
-    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
     from tinyconv.data.dataset import FeatureSet
     from tinyconv.trainer.loop import Trainer
     from tinyconv.trainer.qat import qat_finetune
@@ -110,7 +110,7 @@ def test_existing_trainer_and_qat_train_the_streaming_family(tmp_path) -> None: 
     val = FeatureSet(x=vx, y=vy, labels=list(LABELS), positive_label=LABELS[1])
     result = Trainer(cfg, train, val, tmp_path / "run").fit()
     ckpt = load_checkpoint(result.checkpoint_path)
-    model = ckpt.build_model()
+    model = model_from_checkpoint(ckpt, "float")
     assert isinstance(model, StreamTinyConv)
     qat = qat_finetune(ckpt, x[:64], y[:64], vx, vy, dataclasses.replace(
         cfg, qat=dataclasses.replace(cfg.qat, epochs=1)))

@@ -29,9 +29,10 @@ from tinyconv.export.int8_reference import TfliteIntegerReference
 
 def _learned(qat_path) -> list[dict]:  # type: ignore[no-untyped-def]
     """Each conv of the QAT model's converted graph: int8 weights, weight scales, output scale/zp."""
-    from tinyconv.export.source import build_qat_model, read_checkpoint
+    from tinyconv.checkpoint import model_from_checkpoint
+    from tinyconv.export.source import read_checkpoint
 
-    ref = build_qat_model(read_checkpoint(qat_path)).to_reference()
+    ref = model_from_checkpoint(read_checkpoint(qat_path), "qat").to_reference()
     out = []
     for node in ref.graph.nodes:
         if node.target != torch.ops.aten.conv2d.default:
@@ -85,10 +86,11 @@ def _widened_spec(qat_path):  # type: ignore[no-untyped-def]
     import dataclasses
 
     from tinyconv.export.esphome import load_streaming_model
-    from tinyconv.export.source import build_qat_model, read_checkpoint
+    from tinyconv.checkpoint import model_from_checkpoint
+    from tinyconv.export.source import read_checkpoint
 
     src = read_checkpoint(qat_path)
-    spec, _ = qat_stream_spec(build_qat_model(src), load_streaming_model(src), 1)
+    spec, _ = qat_stream_spec(model_from_checkpoint(src, "qat"), load_streaming_model(src), 1)
     last = spec.layers[-1]
     wide = dataclasses.replace(last, out_range=(0.0, 1.5 * last.out_range[1]))
     return dataclasses.replace(spec, layers=spec.layers[:-1] + (wide,))

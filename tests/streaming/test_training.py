@@ -10,7 +10,7 @@ import torch
 
 from tinyconv.config import ConfigError, load_config, replace
 from tinyconv.data.dataset import FeatureSet
-from tinyconv.export.esphome import count_detections
+from tinyconv.device.esphome_detector import detect
 from tinyconv.models import build_model
 from tinyconv.models.streaming import StreamingTinyConv
 from tinyconv.trainer import streams as st
@@ -43,17 +43,23 @@ def test_streaming_shifts_ranges_and_seed() -> None:
     assert int(none.abs().sum()) == 0
 
 
-def test_esphome_detections_match_the_exporters_detector() -> None:
+def test_esphome_detections_are_the_device_detector_on_uint8() -> None:
     rng = np.random.default_rng(0)
     # Bursts of high probability in low noise, as a detector sees them.
     p = rng.integers(0, 60, 3000)
     for start in rng.integers(0, 2950, 40):
         p[start : start + int(rng.integers(3, 40))] = rng.integers(150, 256)
+    fired = 0
     for cutoff in (0.5, 0.7, 0.9, 0.97):
         for window in (1, 5):
-            got = st.esphome_detections(p / 255.0, cutoff, window)
-            assert len(got) == count_detections(p.astype(np.uint8), cutoff, window)
-    assert np.all(np.diff(st.esphome_detections(p / 255.0, 0.5, 5)) >= st.ESPHOME_IGNORE_INVOKES + 5)
+            got = st.esphome_detections(p / 255.0 + rng.uniform(-0.0019, 0.0019, len(p)), cutoff, window,
+                                        first_invoke=4)
+            assert got.tolist() == detect(p.astype(np.uint8), cutoff, window, first_invoke=4).tolist()
+            fired += len(got)
+    assert fired > 40
+    # ESPHome's 74-slice (740 ms) wait: newest invokes of two detections at least 24 apart (74 / 3 slices).
+    gaps = np.diff(st.esphome_detections(p / 255.0, 0.5, 5))
+    assert gaps.min() == 24
 
 
 def test_feature_streams_place_every_positive_after_negatives() -> None:

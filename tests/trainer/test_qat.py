@@ -10,11 +10,9 @@ import torch.nn as nn
 
 from tests.export.synthetic import LABELS, make_features, synthetic_config, train_float, v1_config
 from tinyconv.models import create_model
-from tinyconv.models.quant import FusedConvBNReLU2d, QuantizationError
+from tinyconv.checkpoint import model_from_checkpoint
+from tinyconv.models.fusion import FusedConvBNReLU2d, QuantizationError, fold_tiny_conv, fuse_tiny_conv
 from tinyconv.trainer.qat import (
-    fold_tiny_conv,
-    fuse_tiny_conv,
-    load_qat_model,
     prepare_model_for_qat,
     qat_epoch_hook,
     qat_finetune,
@@ -82,14 +80,14 @@ def test_litert_workaround_still_needed() -> None:
     from litert_torch.quantize import pt2e_quantizer_utils as utils
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from tinyconv.models import quant
+    from tinyconv.models import pt2e
 
-    quant._install_litert_pattern_workaround()
+    pt2e._install_litert_pattern_workaround()
     patched = utils._get_aten_graph_module_for_pattern
     try:
         utils._get_aten_graph_module_for_pattern = patched.__wrapped__  # the original
         fused = fuse_tiny_conv(create_model("tinyconv_test", num_classes=2)).train()
-        gm = quant._export(fused, fused.input_shape)
+        gm = pt2e._export(fused, fused.input_shape)
         from litert_torch.quantize import pt2e_quantizer as pq
 
         quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
@@ -105,7 +103,7 @@ def test_qat_trains_freezes_and_round_trips_through_a_checkpoint() -> None:
     config = synthetic_config()
     x, y = make_features(128, seed=3)
     float_ckpt = train_float(config, x, y, epochs=1)
-    model = prepare_model_for_qat(float_ckpt.build_model(), config)
+    model = prepare_model_for_qat(model_from_checkpoint(float_ckpt, "float"), config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for epoch in range(3):
@@ -127,7 +125,7 @@ def test_qat_trains_freezes_and_round_trips_through_a_checkpoint() -> None:
         out = model(xt[:16])
         assert torch.equal(out, model(xt[:16]))
     qat_ckpt = Checkpoint(config=config, labels=list(LABELS), state_dict=qat_state_for_checkpoint(model), kind="qat")
-    rebuilt = load_qat_model(qat_ckpt)
+    rebuilt = model_from_checkpoint(qat_ckpt, "qat")
     with torch.no_grad():
         assert torch.equal(rebuilt(xt[:16]), out)
     assert bool(rebuilt.bn_frozen)

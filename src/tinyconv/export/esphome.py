@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tinyconv._quiet import native_stderr_captured
+from tinyconv.device.esphome_detector import CUTOFF_GRID, DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW, count_detections
 from tinyconv.export.errors import ExportError
 
 # ESPHome micro_wake_word's op resolver (esphome/components/micro_wake_word/streaming_model.cpp):
@@ -58,8 +59,6 @@ FEATURE_STEP_MS = 10
 # runs with 33,488 B on the device, its host TFLM arena is 24,512 B (measured with
 # tinyconv.export.tflm.measure_arena_bytes): x1.366. 1.4 leaves a little headroom over that.
 ESP_NN_ARENA_FACTOR = 1.4
-DEFAULT_PROBABILITY_CUTOFF = 0.9
-DEFAULT_SLIDING_WINDOW = 5
 # Self-check 1 (exact): TFLite Micro vs the integer reference of the same .tflite
 # (`export/int8_reference.py`: the file's int8 weights, int32 biases, scales and zero points with
 # TFLM's kernel arithmetic, resource variables kept), step by step over a feature stream of
@@ -134,7 +133,7 @@ class StreamSpec:
 
 def _folded(unit: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, torch.nn.Conv2d]:
     """(weight [Cout, Cin/g, k, 1], bias [Cout]) of a Conv+BN(+ReLU) unit with BN folded in."""
-    from tinyconv.models.quant import FusedConvBNReLU2d
+    from tinyconv.models.fusion import FusedConvBNReLU2d
 
     if isinstance(unit, FusedConvBNReLU2d):
         fused = unit
@@ -202,7 +201,7 @@ def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index
     outputs sigmoid(l_pos - l_neg): the difference is pinned at [lo - hi, hi - lo] of the
     learned logit range, the probability is uint8 with TFLite's fixed 1/256).
     """
-    from tinyconv.models.quant import _const
+    from tinyconv.export.int8_kernels import graph_constant
 
     ref = qat_model.to_reference()
     aten = torch.ops.aten
@@ -219,9 +218,9 @@ def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index
         found.append({
             "kind": "linear" if node.target == aten.linear.default else "conv",
             "input": (float(dq_in.args[1]), int(dq_in.args[2])),
-            "weight_int8": _const(ref, dq_w.args[0]).to(torch.float64).numpy(),
-            "weight_scale": _const(ref, dq_w.args[1]).to(torch.float64).numpy().reshape(-1),
-            "bias": _const(ref, node.args[2]).to(torch.float64).numpy(),
+            "weight_int8": graph_constant(ref, dq_w.args[0]).to(torch.float64).numpy(),
+            "weight_scale": graph_constant(ref, dq_w.args[1]).to(torch.float64).numpy().reshape(-1),
+            "bias": graph_constant(ref, node.args[2]).to(torch.float64).numpy(),
             "output": (float(out.args[1]), int(out.args[2])),
         })
     base = stream_spec(float_model, positive_index)  # structure, shapes and checks of the float path
@@ -710,41 +709,18 @@ def self_check(data: bytes, model: torch.nn.Module, frames: np.ndarray, arena_by
 
 # ---- probability cutoff ---------------------------------------------------------------------
 
-# ESPHome ignores the first 74 invokes after start and after each detection (it clears its
-# sliding window and waits for the state to fill).
-ESPHOME_IGNORE_INVOKES = 74
-CUTOFF_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))  # 0.50 .. 0.99
-
-
-def count_detections(probs_u8: np.ndarray, cutoff: float, window: int) -> int:
-    """Detections ESPHome would report on one stream of uint8 probabilities."""
-    count, wait, recent = 0, ESPHOME_IGNORE_INVOKES, []
-    for p in probs_u8:
-        if wait > 0:
-            wait -= 1
-            continue
-        recent.append(int(p))
-        if len(recent) > window:
-            recent.pop(0)
-        # ESPHome: the sum of the last `window` uint8 values > cutoff * 255 * window.
-        if len(recent) == window and sum(recent) > cutoff * 255 * window:
-            count += 1
-            wait, recent = ESPHOME_IGNORE_INVOKES, []
-    return count
-
-
 def choose_cutoff(probs_u8: np.ndarray, hours: float, *, window: int, target_fa_per_hour: float) -> dict[str, Any]:
     """The lowest cutoff whose false accepts per hour on negative audio are <= the target.
 
     With little negative audio the estimate is coarse (one false accept in 10 minutes is
     6 FA/h), so the chosen cutoff and the hours it was measured on both go into the manifest.
     """
-    for c in CUTOFF_GRID:
-        fa = count_detections(probs_u8, c, window)
+    for c in CUTOFF_GRID:  # ESPHome's detector loop (device/esphome_detector.py): uint8 window sum, 74-slice wait
+        fa = count_detections(probs_u8, c, window, stride=FRAMES_PER_INVOKE)
         if fa / hours <= target_fa_per_hour:
             return {"cutoff": c, "false_accepts": fa, "fa_per_hour": fa / hours, "negative_hours": hours,
                     "target_fa_per_hour": target_fa_per_hour, "met": True}
-    fa = count_detections(probs_u8, CUTOFF_GRID[-1], window)
+    fa = count_detections(probs_u8, CUTOFF_GRID[-1], window, stride=FRAMES_PER_INVOKE)
     return {"cutoff": CUTOFF_GRID[-1], "false_accepts": fa, "fa_per_hour": fa / hours, "negative_hours": hours,
             "target_fa_per_hour": target_fa_per_hour, "met": False}
 
@@ -790,22 +766,17 @@ def _dataset_clips(src: Any, split: str) -> tuple[np.ndarray, np.ndarray] | None
 
 def load_streaming_model(src: Any) -> torch.nn.Module:
     """The float StreamTinyConv of a checkpoint (a QAT one: its float weights and BN statistics)."""
-    from tinyconv.export.source import build_float_architecture, build_float_model
+    from tinyconv.checkpoint import model_from_checkpoint
     from tinyconv.models.streaming import is_streamable
 
-    arch = build_float_architecture(src)
+    arch = model_from_checkpoint(src, "architecture")
     if not is_streamable(arch):
         raise EsphomeExportError(
             f"checkpoint {src.path} holds model {src.config.model.name!r} ({type(arch).__name__}), which is not "
             "streamable: ESPHome runs stateful streaming models only; train a stream_tinyconv model "
             "(model.name=stream_tinyconv) to export for ESPHome"
         )
-    if src.kind == "qat":
-        from tinyconv.export.pipeline import _float_from_qat
-        from tinyconv.export.source import build_qat_model
-
-        return _float_from_qat(src, build_qat_model(src)).eval()
-    return build_float_model(src).eval()
+    return model_from_checkpoint(src, "float")
 
 
 def export_esphome(
@@ -852,10 +823,10 @@ def export_esphome(
     pos = labels.index(src.positive_label)
     carried: dict[str, Any] | None = None
     if src.kind == "qat":
-        from tinyconv.export.source import build_qat_model
+        from tinyconv.checkpoint import model_from_checkpoint
 
         # The learned ranges are pinned in the TF graph (no silent re-calibration).
-        qat_model = build_qat_model(src)
+        qat_model = model_from_checkpoint(src, "qat")
         spec, carried = qat_stream_spec(qat_model, model, pos)
     else:
         qat_model = None
@@ -1040,11 +1011,12 @@ def route_formats(checkpoint_path: str | Path, formats: str | Any | None) -> tup
     if formats is not None:
         wanted = parse_formats(formats)
         if "esphome" not in wanted:
-            from tinyconv.export.source import build_float_architecture, read_checkpoint
+            from tinyconv.checkpoint import model_from_checkpoint
+            from tinyconv.export.source import read_checkpoint
             from tinyconv.models.streaming import is_streamable
 
             src = read_checkpoint(checkpoint_path)
-            if not is_streamable(build_float_architecture(src)):
+            if not is_streamable(model_from_checkpoint(src, "architecture")):
                 return wanted
             window = [f for f in wanted if f in ("tflite", "onnx")]
             if window:
@@ -1061,9 +1033,10 @@ def route_formats(checkpoint_path: str | Path, formats: str | Any | None) -> tup
                 "(window-model formats) in one export; use --formats esphome or esphome,c"
             )
         return wanted
-    from tinyconv.export.source import build_float_architecture, read_checkpoint
+    from tinyconv.checkpoint import model_from_checkpoint
+    from tinyconv.export.source import read_checkpoint
     from tinyconv.models.streaming import is_streamable
 
-    if is_streamable(build_float_architecture(read_checkpoint(checkpoint_path))):
+    if is_streamable(model_from_checkpoint(read_checkpoint(checkpoint_path), "architecture")):
         return ("c", "esphome")
     return WINDOW_FORMATS

@@ -13,8 +13,8 @@ Ops (the streaming graph's, all in ESPHome's resolver), with the TFLM source the
 - CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED (int8, per-channel or per-tensor weights):
   int32 accumulation + `MultiplyByQuantizedMultiplier` with the multiplier from
   input_scale * filter_scale / output_scale in double (kernel_util.cc,
-  fully_connected_common.cc); reuses `_int8_conv_or_linear` and the fixed-point helpers of
-  `tinyconv.models.quant` (the window model's emulator, bit-exact with TFLM there).
+  fully_connected_common.cc); reuses `int8_conv_or_linear` and the fixed-point helpers of
+  `tinyconv.export.int8_kernels` (the window model's emulator, bit-exact with TFLM there).
 - LOGISTIC int8: reference_integer_ops::Logistic: input rescaled to Q4.27, gemmlowp's
   fixed-point logistic (ported below), RoundingDivideByPOT(23), zero point -128.
 - QUANTIZE int8 -> int8/uint8: reference_ops::Requantize.
@@ -191,20 +191,20 @@ def _activation_range(code: int, scale: float, zero_point: int, qmin: int, qmax:
 
 
 def _multiplier(real: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier of a double (the quant.py helper, on a scalar)."""
+    """TFLite's QuantizeMultiplier of a double (the int8_kernels.py helper, on a scalar)."""
     import torch
 
-    from tinyconv.models.quant import quantize_multiplier
+    from tinyconv.export.int8_kernels import quantize_multiplier
 
     m, s = quantize_multiplier(torch.tensor([real], dtype=torch.float64))
     return int(m[0]), int(s[0])
 
 
 def _mbqm(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
-    """MultiplyByQuantizedMultiplier on an int64 array (quant.py's double-rounding helper)."""
+    """MultiplyByQuantizedMultiplier on an int64 array (int8_kernels.py's double-rounding helper)."""
     import torch
 
-    from tinyconv.models.quant import multiply_by_quantized_multiplier
+    from tinyconv.export.int8_kernels import multiply_by_quantized_multiplier
 
     out = multiply_by_quantized_multiplier(
         torch.from_numpy(np.asarray(x, np.int64)), torch.tensor(multiplier, dtype=torch.int64),
@@ -405,12 +405,12 @@ class TfliteIntegerReference:
     def _conv(self, name: str, x: np.ndarray, t_out: _Tensor, opts: Any, prepared: tuple[Any, ...]) -> np.ndarray:
         import torch
 
-        from tinyconv.models.quant import _int8_conv_or_linear
+        from tinyconv.export.int8_kernels import int8_conv_or_linear
 
         z_in, weight, b, multiplier, shift, z_out, act_min, act_max = prepared
         if name == "FULLY_CONNECTED":
             q = torch.from_numpy(x.astype(np.int64)).reshape(-1, weight.shape[1])
-            out = _int8_conv_or_linear(q, z_in, weight, b, multiplier, shift, z_out, act_min, act_max, None)
+            out = int8_conv_or_linear(q, z_in, weight, b, multiplier, shift, z_out, act_min, act_max, None)
             return out.numpy().reshape(t_out.shape)
         stride = (int(opts.strideH), int(opts.strideW))
         dilation = (int(opts.dilationHFactor), int(opts.dilationWFactor))
@@ -424,7 +424,7 @@ class TfliteIntegerReference:
                 pads.append((total // 2, total - total // 2))
             # Padding holds the input zero point, i.e. 0 after subtracting it: pad (q - z_in) with 0.
             q = torch.nn.functional.pad(q - z_in, (pads[1][0], pads[1][1], pads[0][0], pads[0][1])) + z_in
-        out = _int8_conv_or_linear(q, z_in, weight, b, multiplier, shift, z_out, act_min, act_max,
+        out = int8_conv_or_linear(q, z_in, weight, b, multiplier, shift, z_out, act_min, act_max,
                                    (list(stride), [0, 0], list(dilation), groups))
         return out.permute(0, 2, 3, 1).numpy().reshape(t_out.shape)
 

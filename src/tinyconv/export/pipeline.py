@@ -24,7 +24,8 @@ import torch
 
 from tinyconv.export.errors import ExportError
 from tinyconv.features import features_to_int8
-from tinyconv.export.source import SourceCheckpoint, build_float_model, build_qat_model, read_checkpoint
+from tinyconv.checkpoint import CheckpointError, model_from_checkpoint
+from tinyconv.export.source import SourceCheckpoint, read_checkpoint
 
 FORMATS = ("tflite", "onnx", "c", "esphome")
 # The default for window models; streaming checkpoints default to esphome + c (export/esphome.py).
@@ -34,7 +35,7 @@ TFLITE_NAME = "model_int8.tflite"
 ONNX_INT8_NAME = "model_int8.onnx"
 ONNX_FLOAT_NAME = "model_float.onnx"
 MANIFEST_NAME = "manifest.json"
-# TFLM is checked against `integer_kernel_reference` (quant.py): the converted graph computed
+# TFLM is checked against `integer_kernel_reference` (int8_kernels.py): the converted graph computed
 # with int32 accumulation and TFLite's fixed-point requantization, which TFLM matches bit for
 # bit (0 LSB on the test split). 1 LSB of slack covers integer kernels that round one layer
 # differently (LiteRT's reference FULLY_CONNECTED uses a 16-bit multiplier: 1 LSB on ~1-2 % of
@@ -184,7 +185,9 @@ def build_reference(
     src: SourceCheckpoint, *, representative: np.ndarray | None = None, num_calibration: int = DEFAULT_NUM_CALIBRATION
 ) -> QuantizedReference:
     """QAT checkpoint: its learned ranges as they are. Float checkpoint: PTQ on training data."""
-    from tinyconv.models.quant import QuantizationError, integer_kernel_reference, quantize_ptq
+    from tinyconv.export.int8_kernels import integer_kernel_reference
+    from tinyconv.models.fusion import QuantizationError
+    from tinyconv.models.pt2e import quantize_ptq
 
     torch.manual_seed(0)  # nothing here should be random; this pins it if something is
     qat_model: Any = None
@@ -192,16 +195,18 @@ def build_reference(
     float_model: torch.nn.Module | None = None
     try:
         if src.kind == "qat":
-            qat_model = build_qat_model(src)
+            qat_model = model_from_checkpoint(src, "qat")
             reference = qat_model.to_reference()  # type: ignore[operator]
         else:
-            float_model = build_float_model(src)
+            float_model = model_from_checkpoint(src, "float")
             calibration = _representative(src, representative, num_calibration)
             batches = [torch.from_numpy(calibration[i : i + 64]) for i in range(0, len(calibration), 64)]
             reference = quantize_ptq(float_model, batches)
         for module in reference.modules():
             module.training = False  # converted graphs are inference graphs
         integer = integer_kernel_reference(reference)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc  # it names the checkpoint
     except QuantizationError as exc:
         raise ExportError(f"checkpoint {src.path}: {exc}") from exc
     return QuantizedReference(
@@ -229,13 +234,14 @@ def export_checkpoint(
     from tinyconv.export.onnx_export import export_float_onnx, export_int8_onnx
     from tinyconv.export.tflite import check_full_integer, convert_to_tflite, inspect_tflite
     from tinyconv.export.tflm import measure_arena_bytes, run_tflm
-    from tinyconv.models.quant import fold_tiny_conv
-
     from tinyconv.export.esphome import export_esphome, route_formats
 
-    wanted = route_formats(checkpoint_path, formats)
-    if "esphome" in wanted:
-        return export_esphome(checkpoint_path, out_dir, with_c="c" in wanted, representative=representative)  # type: ignore[return-value]
+    try:  # model_from_checkpoint names the checkpoint in a CheckpointError
+        wanted = route_formats(checkpoint_path, formats)
+        if "esphome" in wanted:
+            return export_esphome(checkpoint_path, out_dir, with_c="c" in wanted, representative=representative)  # type: ignore[return-value]
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
     out_dir = Path(out_dir).resolve()
     _check_out_dir(out_dir)
     src = read_checkpoint(checkpoint_path)
@@ -243,7 +249,7 @@ def export_checkpoint(
     input_shape = (fe.num_frames, fe.num_channels)
 
     ref = build_reference(src, representative=representative, num_calibration=num_calibration)
-    reference, calibration, float_model = ref.reference, ref.calibration, ref.float_model
+    reference, calibration = ref.reference, ref.calibration
 
     tflite = convert_to_tflite(reference, input_shape)
     info = inspect_tflite(tflite)
@@ -282,9 +288,7 @@ def export_checkpoint(
             )
         self_check["onnx_vs_tflm_max_lsb"] = onnx_lsb
         blobs[ONNX_INT8_NAME] = onnx_int8
-        if float_model is None:
-            float_model = _float_from_qat(src, ref.qat_model)
-        blobs[ONNX_FLOAT_NAME] = export_float_onnx(fold_tiny_conv(float_model), input_shape)
+        blobs[ONNX_FLOAT_NAME] = export_float_onnx(model_from_checkpoint(src, "folded"), input_shape)
     if "c" in wanted:
         c_inputs = CArrayInputs(
             tflite=tflite,
@@ -310,24 +314,6 @@ def export_checkpoint(
         self_check=self_check,
         reference=ref,
     )
-
-
-def _float_from_qat(src: SourceCheckpoint, qat_model: Any) -> torch.nn.Module:
-    """The float model inside a QAT checkpoint: same weights and BN statistics, no fake quant.
-
-    The prepared graph keeps the fused model's parameter names (stem.conv.weight, stem.bn.*).
-    """
-    from tinyconv.export.source import build_float_architecture
-    from tinyconv.models.quant import fuse_tiny_conv
-
-    model = fuse_tiny_conv(build_float_architecture(src))
-    graph_state = {k.removeprefix("graph_module."): v for k, v in qat_model.state_dict().items()}
-    # num_batches_tracked is bookkeeping the functional QAT graph does not keep.
-    missing = [k for k in model.state_dict() if k not in graph_state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ExportError(f"QAT checkpoint {src.path} lacks float weights {missing[:4]}")
-    model.load_state_dict({k: graph_state[k] for k in model.state_dict() if k in graph_state}, strict=False)
-    return model.eval()
 
 
 def _manifest(

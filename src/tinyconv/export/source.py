@@ -1,4 +1,8 @@
-"""Read a training checkpoint (tinyconv.checkpoint, shared with the trainer) for export."""
+"""Read a training checkpoint (tinyconv.checkpoint, shared with the trainer) for export.
+
+Models are built from it by `tinyconv.checkpoint.model_from_checkpoint` (a SourceCheckpoint is a
+`CheckpointLike`; its path is named in errors).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from tinyconv.checkpoint import CheckpointError, load_checkpoint
 from tinyconv.config import Config
@@ -49,56 +52,3 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
         kind=ckpt.kind,
         state_dict=ckpt.state_dict,
     )
-
-
-def _describe_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"missing layer(s) {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-    if unexpected:
-        parts.append(f"unexpected layer(s) {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-    if shapes:
-        parts.append(f"shape mismatch in {'; '.join(shapes[:4])}")
-    return "; ".join(parts)
-
-
-def build_float_architecture(src: SourceCheckpoint) -> nn.Module:
-    from tinyconv.models import build_model
-
-    try:
-        return build_model(src.config.model, len(src.labels), src.config.frontend)
-    except ValueError as exc:
-        raise ExportError(f"checkpoint {src.path}: cannot build model {src.config.model.name!r}: {exc}") from exc
-
-
-def build_float_model(src: SourceCheckpoint) -> nn.Module:
-    """The float student with the checkpoint's weights (eval mode)."""
-    model = build_float_architecture(src)
-    expected = model.state_dict()
-    mismatch = _describe_mismatch(expected, src.state_dict)
-    if mismatch:
-        raise ExportError(
-            f"checkpoint {src.path} does not match architecture {src.config.model.name!r} "
-            f"(use_depthwise={src.config.model.tiny_conv_use_depthwise}, "
-            f"width={src.config.model.width_multiplier}): {mismatch}"
-        )
-    model.load_state_dict(src.state_dict)
-    return model.eval()
-
-
-def build_qat_model(src: SourceCheckpoint) -> nn.Module:
-    """The fake-quantized QAT model of a kind='qat' checkpoint (eval mode)."""
-    from tinyconv.models.quant import QuantizationError, load_qat_state
-
-    model = build_float_architecture(src)
-    try:
-        return load_qat_state(model, src.state_dict)
-    except QuantizationError as exc:
-        raise ExportError(f"checkpoint {src.path} ({src.config.model.name!r}, kind qat): {exc}") from exc

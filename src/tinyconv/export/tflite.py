@@ -83,7 +83,7 @@ def convert_to_tflite(reference: torch.fx.GraphModule, input_shape: tuple[int, .
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from tinyconv.models.quant import make_quantizer
+    from tinyconv.models.pt2e import make_quantizer
 
     litert_torch.config.show_progress = False
     sample = (torch.zeros(1, *input_shape),)

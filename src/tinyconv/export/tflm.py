@@ -25,7 +25,10 @@ _MISSING_OP = re.compile(r"Didn't find op for (?:builtin|custom) opcode '([^']+)
 _ARENA_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 
 
-def _probe(model_path: Path, arena_bytes: int, report: bool = False) -> tuple[bool, str]:
+def _probe(model_path: Path, arena_bytes: int, report: bool = False, crash_fails: bool = False) -> tuple[bool, str]:
+    """(allocates?, C++ stderr). `crash_fails`: a crash counts as "does not fit" (bisection: TFLM
+    segfaults or aborts on some too-small arenas, e.g. "Failed to allocate tail memory" on
+    microWakeWord's alexa); otherwise a crash is an ExportError. Either way the caller survives."""
     proc = subprocess.run(
         [sys.executable, "-m", "tinyconv.export._tflm_probe", str(model_path), str(arena_bytes)]
         + (["--report"] if report else []),
@@ -33,6 +36,8 @@ def _probe(model_path: Path, arena_bytes: int, report: bool = False) -> tuple[bo
         text=True,
         check=False,
     )
+    if proc.returncode < 0 and crash_fails:
+        return False, proc.stderr
     if proc.returncode not in (0, 3):
         raise ExportError(
             f"TFLite Micro crashed loading {model_path} (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
@@ -74,10 +79,10 @@ def measure_arena_bytes(data: bytes) -> int:
     path, tmp = _with_model_file(data)
     with tmp:
         if hint is not None and hint % ARENA_ALIGNMENT == 0:
-            if _probe(path, hint)[0] and not _probe(path, hint - ARENA_ALIGNMENT)[0]:
+            if _probe(path, hint)[0] and not _probe(path, hint - ARENA_ALIGNMENT, crash_fails=True)[0]:
                 return hint
         hi = 4096
-        while not _probe(path, hi)[0]:
+        while not _probe(path, hi, crash_fails=True)[0]:
             hi *= 2
             if hi > _MAX_ARENA:
                 raise ExportError(f"TFLite Micro needs more than {_MAX_ARENA} arena bytes")
@@ -86,7 +91,7 @@ def measure_arena_bytes(data: bytes) -> int:
             mid = (lo + hi) // 2 // ARENA_ALIGNMENT * ARENA_ALIGNMENT
             if mid <= lo:
                 break
-            if _probe(path, mid)[0]:
+            if _probe(path, mid, crash_fails=True)[0]:
                 hi = mid
             else:
                 lo = mid

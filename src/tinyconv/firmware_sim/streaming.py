@@ -14,10 +14,12 @@ Streaming models run exactly as ESPHome's micro_wake_word feeds them (the firmwa
 - probability: the raw uint8 output / 255 (ESPHome averages uint8 values over 255 * window; the
   tensor's 1/256 scale would put every probability 0.4 % lower and shift the cutoff by 1 LSB).
 
-Detection follows microWakeWord/ESPHome: a moving average of the last `window` probabilities
-must exceed the cutoff (strictly, as ESPHome and pymicro-wakeword compare); after a detection
-the detector is deaf for `refractory_s` (ESPHome clears its sliding window, which has the same
-effect).
+Detection is ESPHome micro_wake_word's own loop (tinyconv.device.esphome_detector, shared with
+the exporter's cutoff search): uint8 probabilities in a sliding window of `window`, a detection
+when their sum > int(cutoff * 255) * window, no detection in the first 74 feature slices (740 ms)
+after the start of each stream and after each detection (the window is zeroed and refills; the
+model keeps running). Window models (ours, 98 frames) go through the same loop with their
+probability rounded to uint8 and one invoke per `stride_frames` slices.
 
 Cross-checked (see docs/FIRMWARE_SIM.md): per invoke, these probabilities match an independent
 detector (pymicro-wakeword 2.5.0, TFLite C library) on the same audio to within a few uint8
@@ -34,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from tinyconv.config import FrontendConfig
+from tinyconv.device.esphome_detector import (DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW,
+                                              MIN_SLICES_BEFORE_DETECTION, detect)
 from tinyconv.features import StreamingFrontend
 from tinyconv.firmware_sim.accuracy import model_input
 from tinyconv.firmware_sim.runtimes import Runner, dequantize
@@ -42,15 +46,17 @@ from tinyconv.metrics import softmax
 
 @dataclass(frozen=True, kw_only=True)
 class DetectorConfig:
-    window: int = 5  # moving-average length (microWakeWord sliding_window_size)
-    cutoff: float = 0.9
-    refractory_s: float = 2.0
+    window: int = DEFAULT_SLIDING_WINDOW  # ESPHome sliding_window_size (uint8 values summed)
+    cutoff: float = DEFAULT_PROBABILITY_CUTOFF  # ESPHome probability_cutoff (compared as int(cutoff * 255))
+    wait_slices: int = MIN_SLICES_BEFORE_DETECTION  # 10 ms feature slices ignored after start / a detection
     tolerance_s: float = 1.0  # a detection up to this long after a positive ends still counts
     stride_frames: int = 3  # window models: invoke every N feature frames (30 ms)
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.stride_frames < 1:
             raise ValueError("window and stride_frames must be >= 1")
+        if self.wait_slices < 0:
+            raise ValueError(f"wait_slices must be >= 0, got {self.wait_slices}")
         if not 0.0 <= self.cutoff <= 1.0:
             raise ValueError(f"cutoff must be in [0, 1], got {self.cutoff}")
 
@@ -115,21 +121,17 @@ def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index:
     return times, np.clip(probs, 0.0, 1.0)
 
 
-def smooth(probs: np.ndarray, window: int) -> np.ndarray:
-    """Causal moving average (the first values average over what exists so far, as a zeroed window would not)."""
-    c = np.cumsum(np.concatenate([np.zeros(window), probs]))
-    return (c[window:] - c[:-window]) / window
+def probabilities_u8(probs: np.ndarray) -> np.ndarray:
+    """Probabilities as the uint8 values ESPHome's detector sums (exact for uint8 model outputs / 255)."""
+    return np.clip(np.round(np.asarray(probs, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
-def detect(times: np.ndarray, smoothed: np.ndarray, cutoff: float, refractory_s: float) -> np.ndarray:
-    """Detection times: the first time the average exceeds the cutoff, then nothing for refractory_s."""
-    out: list[float] = []
-    last = -np.inf
-    for i in np.flatnonzero(smoothed > cutoff):
-        if times[i] - last >= refractory_s:
-            out.append(float(times[i]))
-            last = times[i]
-    return np.array(out)
+def detection_times(times: np.ndarray, probs: np.ndarray, cfg: DetectorConfig, cutoff: float,
+                    stride: int, first_invoke: int) -> np.ndarray:
+    """Times of ESPHome's detections on one stream (the end of the newest invoke in the window)."""
+    k = detect(probabilities_u8(probs), cutoff, cfg.window, stride=stride, wait_slices=cfg.wait_slices,
+               first_invoke=first_invoke)
+    return np.asarray(times, np.float64)[k]
 
 
 def score(detections: list[np.ndarray], streams: list[Stream], tolerance_s: float) -> dict[str, float]:
@@ -154,19 +156,34 @@ def evaluate_streams(runner: Runner, streams: list[Stream], config: DetectorConf
     cfg = config or DetectorConfig()
     curves = [stream_probabilities(runner, s.samples, positive_index=positive_index,
                                    stride_frames=cfg.stride_frames) for s in streams]
-    smoothed = [(t, smooth(p, cfg.window)) for t, p in curves]
-    at_cutoff = score([detect(t, p, cfg.cutoff, cfg.refractory_s) for t, p in smoothed], streams, cfg.tolerance_s)
+    stride, first = _invoke_schedule(runner, cfg.stride_frames)
+
+    def detections(c: float) -> list[np.ndarray]:
+        return [detection_times(t, p, cfg, c, stride, first) for t, p in curves]
+
+    at_cutoff = score(detections(cfg.cutoff), streams, cfg.tolerance_s)
     grid = np.round(np.linspace(0.0, 1.0, 101), 2) if cutoffs is None else np.asarray(cutoffs)
     det_curve = []
     for c in grid:
-        s = score([detect(t, p, float(c), cfg.refractory_s) for t, p in smoothed], streams, cfg.tolerance_s)
+        s = score(detections(float(c)), streams, cfg.tolerance_s)
         det_curve.append({"cutoff": float(c), "frr": s["frr"], "fa_per_hour": s["fa_per_hour"]})
     meeting = [d for d in det_curve if d["fa_per_hour"] <= target_fa_per_hour]
     best = min(meeting, key=lambda d: (d["frr"], d["cutoff"])) if meeting else None
-    return {"detector": {"window": cfg.window, "cutoff": cfg.cutoff, "refractory_s": cfg.refractory_s,
+    return {"detector": {"loop": "esphome micro_wake_word", "window": cfg.window, "cutoff": cfg.cutoff,
+                         "wait_slices": cfg.wait_slices, "stride_slices": stride,
                          "tolerance_s": cfg.tolerance_s, "stride_frames": cfg.stride_frames},
             "at_cutoff": at_cutoff, "det_curve": det_curve, "target_fa_per_hour": target_fa_per_hour,
             "cutoff_for_target": best}
+
+
+def _invoke_schedule(runner: Runner, stride_frames: int) -> tuple[int, int]:
+    """(feature slices per invoke, ESPHome's invoke count at the first probability) for this model:
+    a streaming model is invoked every `per_input` slices from the first; a window model every
+    `stride_frames` slices once its first full window exists (earlier invokes count as 0)."""
+    fcfg = FrontendConfig()  # stream_probabilities' frontend
+    per_input = max(1, int(np.prod(runner.input_shape)) // fcfg.num_channels)
+    stride = per_input if per_input < fcfg.num_frames else stride_frames
+    return stride, max(0, per_input // stride - 1)
 
 
 def build_streams(positives: list[np.ndarray], negatives: list[np.ndarray], *, seed: int = 0,

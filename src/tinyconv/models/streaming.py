@@ -21,7 +21,7 @@ input frames), the head one of its last (head_steps - 1) steps. All state starts
 streaming output equals the non-streaming output on the window ending at the same frame as soon
 as one full window has been streamed (tests/streaming/test_model.py checks every step).
 
-Every conv is a `ConvBNReLU`, so `tinyconv.models.quant` fuses and quantizes it like TinyConv.
+Every conv is a `ConvBNReLU`, so `tinyconv.models.fusion` and `tinyconv.models.pt2e` fuse and quantize it like TinyConv.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Quantization-aware training with Conv+BN+ReLU fusion (TFLite Micro integer scheme).
 
-The training loop uses four functions:
+The training loop uses three functions, and `tinyconv.checkpoint` rebuilds the result:
 
     model = prepare_model_for_qat(float_model, config)   # fused, fake-quantized, trainable
     qat_epoch_hook(model, epoch, config.qat)              # at the start of every epoch (0-based)
     state = qat_state_for_checkpoint(model)               # Checkpoint(kind="qat", state_dict=state)
-    model = load_qat_model(checkpoint)                    # rebuild (eval mode)
+    model = model_from_checkpoint(checkpoint, "qat")      # rebuild (eval mode; tinyconv.checkpoint)
 
 `qat_finetune` is a small self-contained fine-tune loop (AdamW, cross-entropy) for tests and
-scripts. The fusion and PT2E machinery live in `tinyconv.models.quant` so that export can
-rebuild a QAT model without importing the trainer.
+scripts. The fusion (`tinyconv.models.fusion`) and PT2E machinery (`tinyconv.models.pt2e`)
+live in models/ so that export can rebuild a QAT model without importing the trainer.
 """
 
 from __future__ import annotations
@@ -21,28 +21,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tinyconv.models import build_model
-from tinyconv.models.quant import (
-    FusedConvBNReLU2d,
-    QATTinyConv,
-    QuantizationError,
-    fold_tiny_conv,
-    fuse_tiny_conv,
-    load_qat_state,
-    prepare_qat,
-)
+from tinyconv.models.fusion import QuantizationError
+from tinyconv.models.pt2e import QATTinyConv, prepare_qat
 
 if TYPE_CHECKING:
     from tinyconv.config import Config, QATConfig
     from tinyconv.checkpoint import Checkpoint
 
 __all__ = [
-    "FusedConvBNReLU2d",
-    "QATTinyConv",
-    "QuantizationError",
-    "fold_tiny_conv",
-    "fuse_tiny_conv",
-    "load_qat_model",
     "prepare_model_for_qat",
     "qat_epoch_hook",
     "qat_finetune",
@@ -84,15 +70,6 @@ def qat_state_for_checkpoint(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def load_qat_model(checkpoint: Checkpoint) -> QATTinyConv:
-    """Rebuild the QAT model of a kind='qat' checkpoint (returned in eval mode)."""
-    if checkpoint.kind != "qat":
-        raise QuantizationError(f"load_qat_model needs a 'qat' checkpoint, got kind {checkpoint.kind!r}")
-    cfg = checkpoint.config
-    float_model = build_model(cfg.model, len(checkpoint.labels), cfg.frontend)
-    return load_qat_state(float_model, checkpoint.state_dict)
-
-
 def qat_finetune(
     float_checkpoint: Checkpoint,
     train_x: np.ndarray,
@@ -107,7 +84,7 @@ def qat_finetune(
     `config.train.batch_size`, seeded by `config.train.seed`. Metrics: val accuracy of the
     fake-quantized model.
     """
-    from tinyconv.checkpoint import Checkpoint
+    from tinyconv.checkpoint import Checkpoint, model_from_checkpoint
 
     if float_checkpoint.kind != "float":
         raise QuantizationError(f"qat_finetune starts from a float checkpoint, got kind {float_checkpoint.kind!r}")
@@ -115,7 +92,7 @@ def qat_finetune(
         raise ValueError(f"train_x ({len(train_x)}) and train_y ({len(train_y)}) must be non-empty and equal length")
     torch.manual_seed(config.train.seed)
     rng = np.random.default_rng(config.train.seed)
-    model = prepare_model_for_qat(float_checkpoint.build_model(), config)
+    model = prepare_model_for_qat(model_from_checkpoint(float_checkpoint, "float"), config)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.qat.learning_rate, weight_decay=config.train.weight_decay
     )

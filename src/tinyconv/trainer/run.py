@@ -15,7 +15,7 @@ import torch.nn as nn
 from tinyconv.config import Config, config_to_dict, replace
 from tinyconv.data.dataset import FeatureSet, load_features
 from tinyconv.metrics import classification_report
-from tinyconv.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from tinyconv.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from tinyconv.trainer.loop import Trainer, TrainResult, describe_model_difference, run_folder
 
 
@@ -23,17 +23,6 @@ def load_splits(config: Config, splits: tuple[str, ...] = ("train", "val")) -> d
     d = config.data
     return {s: load_features(d.dataset_dir, s, config.frontend, strict=d.strict, workers=d.num_workers)
             for s in splits}
-
-
-def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
-    """A float or QAT checkpoint as an eval-mode torch model."""
-    if ckpt.kind == "qat":
-        from tinyconv.trainer.qat import load_qat_model
-
-        model = load_qat_model(ckpt)
-    else:
-        model = ckpt.build_model()
-    return model.eval()
 
 
 def train(config: Config, *, resume: bool = False, init_checkpoint: str | Path | None = None,

@@ -1,8 +1,8 @@
 """Training a streaming wake-word model for how ESPHome runs it, and selecting it on streams.
 
 ESPHome's micro_wake_word invokes the model every 30 ms (3 new feature frames), averages the
-last `sliding_window_size` probabilities and fires when the mean exceeds the cutoff; it then
-ignores 74 invokes. So a streaming model must rise within a few hundred ms after the wake word
+last `sliding_window_size` probabilities and fires when the mean exceeds the cutoff; it ignores
+the first 74 feature slices (740 ms) after start and after each detection. So a streaming model must rise within a few hundred ms after the wake word
 ends, stay up for several steps, and stay low everywhere else in long audio. The synthesized
 1 s clips hold the wake word end-aligned (ending 0-150 ms before the clip's end), which is one
 instant of that; this module makes the rest at feature level (no new audio):
@@ -32,12 +32,12 @@ import torch
 import torch.nn as nn
 
 from tinyconv.errors import TinyconvError
-from tinyconv.export.esphome import CUTOFF_GRID, DEFAULT_SLIDING_WINDOW, ESPHOME_IGNORE_INVOKES
+from tinyconv.device.esphome_detector import CUTOFF_GRID, DEFAULT_SLIDING_WINDOW, detect
 
 # A detection up to this long after a positive clip ends still counts (benchmarks/e2e.py and the
 # simulator's stream scoring use the same tolerance).
 TOLERANCE_MS = 1000
-# Negative clips before each positive in the positive stream: 2 s > ESPHome's 74-invoke wait
+# Negative clips before each positive in the positive stream: 2 s > ESPHome's 740 ms (74-slice) wait
 # (2.2 s from a detection, which lands after the previous positive's end) minus that positive's
 # own lead-in, so one detection cannot mask the next positive.
 GAP_CLIPS = 2
@@ -142,23 +142,12 @@ def step_probabilities(model: nn.Module, frames: np.ndarray, positive_index: int
 
 
 def esphome_detections(probs: np.ndarray, cutoff: float, window: int = DEFAULT_SLIDING_WINDOW,
-                       ignore: int = ESPHOME_IGNORE_INVOKES, first_invoke: int = 0) -> np.ndarray:
-    """Step indices where ESPHome's detector fires: the mean of the last `window` probabilities
-    > cutoff, none in the first `ignore` invokes, then `ignore` more and a refilled window after
-    each detection (export.esphome.count_detections, vectorized over the candidate steps).
-    `first_invoke`: ESPHome's invoke count at probs[0] (a stream whose first steps were not run)."""
-    if len(probs) < window:
-        return np.zeros(0, dtype=np.int64)
-    c = np.cumsum(np.concatenate([[0.0], np.asarray(probs, np.float64)]))
-    mean = (c[window:] - c[:-window]) / window  # mean[j] ends at step j + window - 1
-    out: list[int] = []
-    next_ok = max(0, ignore - first_invoke) + window - 1
-    for j in np.flatnonzero(mean > cutoff):
-        i = int(j) + window - 1
-        if i >= next_ok:
-            out.append(i)
-            next_ok = i + ignore + window
-    return np.array(out, dtype=np.int64)
+                       first_invoke: int = 0) -> np.ndarray:
+    """Step indices where ESPHome's detector fires on float probabilities (as uint8, round(p * 255)):
+    tinyconv.device.esphome_detector, the loop the exporter and the simulator use. `first_invoke`:
+    ESPHome's invoke count at probs[0] (a stream whose first steps were not run)."""
+    u8 = np.clip(np.round(np.asarray(probs, np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return detect(u8, cutoff, window, first_invoke=first_invoke)
 
 
 def stream_report(model: nn.Module, streams: FeatureStreams, positive_index: int, *,
