@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 
+from tinyconv.device.esphome_features import esphome_features_int8
 from tinyconv.export.esphome import (
     ESP_NN_ARENA_FACTOR,
     ESPHOME_OPS,
@@ -21,7 +22,6 @@ from tinyconv.export.esphome import (
     SELF_CHECK_MEAN_PROB_DIFF,
     EsphomeExportError,
     check_esphome_model,
-    esphome_int8,
     run_tflm_stream,
     self_check,
 )
@@ -101,7 +101,7 @@ def _clip_peaks(probs_u8: np.ndarray, n_clips: int) -> np.ndarray:
 def test_exported_model_separates_positives_from_negatives(esphome_export, stream_trained) -> None:  # type: ignore[no-untyped-def]
     x, y = stream_trained.test_x[:40], stream_trained.test_y[:40]
     tflite = (esphome_export.out_dir / "hey_tiny.tflite").read_bytes()
-    probs = run_tflm_stream(tflite, esphome_int8(np.concatenate(list(x), 0)), esphome_export.tensor_arena_bytes)
+    probs = run_tflm_stream(tflite, esphome_features_int8(np.concatenate(list(x), 0)), esphome_export.tensor_arena_bytes)
     peaks = _clip_peaks(probs, len(x))
     cutoff = esphome_export.esphome_manifest["micro"]["probability_cutoff"]
     assert (peaks[y == 1] > cutoff).mean() >= 0.9

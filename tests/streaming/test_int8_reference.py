@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinyconv.device.esphome_features import esphome_features_int8
 from tinyconv.export.esphome import (
     FRAMES_PER_INVOKE,
     SELF_CHECK_MAX_U8_DIFF,
-    esphome_int8,
     run_tflm_stream,
 )
 from tinyconv.export.int8_reference import (
@@ -27,7 +27,7 @@ from tinyconv.export.tflm import measure_arena_bytes
 def _streams(test_x: np.ndarray) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {
-        "held-out clips": esphome_int8(np.concatenate(list(test_x[:20]), 0)),
+        "held-out clips": esphome_features_int8(np.concatenate(list(test_x[:20]), 0)),
         # Uniform int8 noise saturates layers and the logistic at both ends.
         "random int8": rng.integers(-128, 128, size=(450, 40)).astype(np.int8),
     }

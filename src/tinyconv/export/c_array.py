@@ -1,7 +1,10 @@
 """C arrays for firmware: model_data.h / model_data.cc generated from the export's facts.
 
 Every constant comes from the .tflite (shapes, quantization), the TFLM arena measurement,
-the labels and the FrontendConfig: nothing is typed by hand. The .cc compiles as C++ (TFLM
+the labels and the FrontendConfig: nothing is typed by hand. A streaming model
+(`stream_tinyconv*`, export/esphome.py) gets `render_streaming_header` instead: stride, ESPHome's
+integer feature formula (tinyconv.device.esphome_features), the uint8 probability, the ESPHome
+manifest's tensor_arena_size and detector parameters. The .cc compiles as C++ (TFLM
 projects) or as C (`-x c`); the array is 16-byte aligned as TFLM requires for the flatbuffer.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinyconv.config import FrontendConfig
+from tinyconv.export.errors import ExportError
 from tinyconv.export.tflite import TFLiteInfo
 
 HEADER_NAME = "model_data.h"
@@ -26,6 +30,34 @@ class CArrayInputs:
     frontend: FrontendConfig
     tensor_arena_bytes: int
     source_description: str  # e.g. "checkpoint.pt (sha256 abc...)"
+
+
+@dataclass(frozen=True)
+class StreamingFacts:
+    """What a streaming header adds: from the ESPHome manifest (`micro`), the .tflite and the device code."""
+
+    stride_frames: int  # new feature frames per invoke (the input's second dimension)
+    feature_step_ms: int  # manifest micro.feature_step_size
+    tensor_arena_size: int  # manifest micro.tensor_arena_size: host arena x ESP-NN factor, state included
+    host_arena_bytes: int  # TFLM reference kernels on the host (state included)
+    esp_nn_arena_factor: float
+    num_state_variables: int
+    state_bytes: int
+    probability_cutoff: float  # manifest micro.probability_cutoff
+    sliding_window_size: int  # manifest micro.sliding_window_size
+
+    @classmethod
+    def from_manifest(cls, micro: dict, *, stride_frames: int, host_arena_bytes: int, esp_nn_arena_factor: float,
+                      num_state_variables: int, state_bytes: int) -> StreamingFacts:
+        """From the ESPHome manifest v2's `micro` block and the model's facts."""
+        return cls(stride_frames=int(stride_frames), feature_step_ms=int(micro["feature_step_size"]),
+                   tensor_arena_size=int(micro["tensor_arena_size"]), host_arena_bytes=int(host_arena_bytes),
+                   esp_nn_arena_factor=float(esp_nn_arena_factor), num_state_variables=int(num_state_variables),
+                   state_bytes=int(state_bytes), probability_cutoff=float(micro["probability_cutoff"]),
+                   sliding_window_size=int(micro["sliding_window_size"]))
+
+
+_C_TYPES = {"int8": "int8_t", "uint8": "uint8_t"}
 
 
 def _c_string(text: str) -> str:
@@ -125,6 +157,129 @@ static inline int8_t tinyconv_feature_to_int8(uint16_t frontend_value) {{
 // int8 output -> float logit.
 static inline float tinyconv_output_to_float(int8_t q) {{
   return ((int32_t)q - TINYCONV_OUTPUT_ZERO_POINT) * TINYCONV_OUTPUT_SCALE;
+}}
+
+#ifdef __cplusplus
+}}  // extern "C"
+#endif
+
+#endif  // TINYCONV_MODEL_DATA_H_
+"""
+
+
+def render_streaming_header(inputs: CArrayInputs, facts: StreamingFacts) -> str:
+    """model_data.h of a streaming ESPHome model: [1, stride, channels] int8 in, uint8 probability out.
+
+    `inputs.tensor_arena_bytes` is not used: the arena is `facts.tensor_arena_size` (the ESPHome
+    manifest's, ESP-NN margin included), with the host measurement beside it.
+    """
+    from tinyconv.device.esphome_detector import MIN_SLICES_BEFORE_DETECTION, quantized_cutoff
+    from tinyconv.device.esphome_features import (ESPHOME_VALUE_DIV, ESPHOME_VALUE_ROUND, ESPHOME_VALUE_SCALE,
+                                                  ESPHOME_ZERO_POINT)
+
+    info, fe = inputs.info, inputs.frontend
+    in_shape, out_shape = tuple(info.input.shape), tuple(info.output.shape)
+    if len(in_shape) != 3 or in_shape[0] != 1 or in_shape[1] != facts.stride_frames or in_shape[2] != fe.num_channels:
+        raise ExportError(f"streaming header: input shape {list(in_shape)} is not [1, {facts.stride_frames}, "
+                          f"{fe.num_channels}] (stride {facts.stride_frames}, {fe.num_channels} channels)")
+    if out_shape != (1, 1):
+        raise ExportError(f"streaming header: output shape {list(out_shape)} is not [1, 1] (one probability)")
+    if info.input.dtype not in _C_TYPES or info.output.dtype not in _C_TYPES:
+        raise ExportError(f"streaming header: input {info.input.dtype} / output {info.output.dtype} must be "
+                          "int8 / uint8")
+    if facts.feature_step_ms != fe.step_ms:
+        raise ExportError(f"streaming header: the manifest's feature_step_size {facts.feature_step_ms} ms differs "
+                          f"from the frontend step {fe.step_ms} ms")
+    positive = inputs.labels.index(inputs.positive_label) if inputs.positive_label in inputs.labels else -1
+    shape = ", ".join(str(d) for d in in_shape)
+    outs = ", ".join(str(d) for d in out_shape)
+    stride = facts.stride_frames
+    return f"""\
+// Generated by `tinyconv export` from {_c_comment(inputs.source_description)}. Do not edit: re-run the export.
+#ifndef TINYCONV_MODEL_DATA_H_
+#define TINYCONV_MODEL_DATA_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+// The INT8 streaming TFLite flatbuffer (16-byte aligned) and its length in bytes: the same file
+// as the ESPHome micro_wake_word model.
+extern const unsigned char g_tinyconv_model_data[];
+extern const unsigned int g_tinyconv_model_data_len;
+
+// Streaming model: invoke once per TINYCONV_STRIDE_FRAMES new feature frames, never reset between
+// invokes. It keeps its own state in resource variables (register CALL_ONCE, VAR_HANDLE,
+// READ_VARIABLE, ASSIGN_VARIABLE with the other ops).
+#define TINYCONV_STREAMING 1
+#define TINYCONV_STRIDE_FRAMES {stride}
+#define TINYCONV_STEP_MS {facts.feature_step_ms}  // one feature frame (slice)
+#define TINYCONV_INVOKE_PERIOD_MS {stride * facts.feature_step_ms}  // TINYCONV_STRIDE_FRAMES x TINYCONV_STEP_MS
+
+// Input tensor: {info.input.dtype}, shape {{{shape}}} (batch, new frames, channels).
+typedef {_C_TYPES[info.input.dtype]} tinyconv_input_t;
+#define TINYCONV_INPUT_RANK {len(in_shape)}
+#define TINYCONV_INPUT_SHAPE {{{shape}}}
+#define TINYCONV_INPUT_ELEMENTS {in_shape[0] * in_shape[1] * in_shape[2]}
+#define TINYCONV_INPUT_SCALE {_float(info.input.scale)}
+#define TINYCONV_INPUT_ZERO_POINT {info.input.zero_point}
+
+// Output tensor: {info.output.dtype}, shape {{{outs}}}: the wake-word probability is value / 255 (as ESPHome reads
+// it; the tensor's own scale {_float(info.output.scale)} would put it {(1 - info.output.scale * 255) * 100:.1f} % lower).
+typedef {_C_TYPES[info.output.dtype]} tinyconv_output_t;
+#define TINYCONV_OUTPUT_SHAPE {{{outs}}}
+#define TINYCONV_OUTPUT_SCALE {_float(info.output.scale)}
+#define TINYCONV_OUTPUT_ZERO_POINT {info.output.zero_point}
+#define TINYCONV_PROBABILITY_DIVISOR 255
+
+// Labels of the checkpoint; the output is the probability of the positive one.
+#define TINYCONV_NUM_LABELS {len(inputs.labels)}
+#define TINYCONV_POSITIVE_LABEL_INDEX {positive}
+extern const char* const g_tinyconv_labels[TINYCONV_NUM_LABELS];
+
+// Audio frontend (TFLite Micro micro frontend, as ESPHome's micro_wake_word runs it).
+#define TINYCONV_SAMPLE_RATE_HZ {fe.sample_rate_hz}
+#define TINYCONV_WINDOW_MS {fe.window_ms}
+#define TINYCONV_NUM_CHANNELS {fe.num_channels}
+#define TINYCONV_TRAINING_WINDOW_FRAMES {fe.num_frames}  // the 1 s window it was trained on
+
+// Tensor arena in bytes, resource-variable state included: ESPHome manifest tensor_arena_size =
+// host TFLM arena ({facts.host_arena_bytes} B, reference kernels) x {facts.esp_nn_arena_factor!r} for ESP-NN, rounded up to 16 B.
+#define TINYCONV_TENSOR_ARENA_BYTES {facts.tensor_arena_size}
+#define TINYCONV_HOST_TENSOR_ARENA_BYTES {facts.host_arena_bytes}
+#define TINYCONV_NUM_STATE_VARIABLES {facts.num_state_variables}
+#define TINYCONV_STATE_BYTES {facts.state_bytes}
+
+// ESPHome micro_wake_word's detector (tinyconv.device.esphome_detector): the last
+// TINYCONV_SLIDING_WINDOW_SIZE uint8 outputs in a zero-filled ring buffer; detection when their sum
+// > TINYCONV_PROBABILITY_CUTOFF_U8 * TINYCONV_SLIDING_WINDOW_SIZE, never in the first
+// TINYCONV_MIN_SLICES_BEFORE_DETECTION feature slices after start and after each detection (the
+// buffer is zeroed again; the model keeps running).
+#define TINYCONV_PROBABILITY_CUTOFF {_float(facts.probability_cutoff)}
+#define TINYCONV_PROBABILITY_CUTOFF_U8 {quantized_cutoff(facts.probability_cutoff)}  // (int)(cutoff * 255)
+#define TINYCONV_SLIDING_WINDOW_SIZE {facts.sliding_window_size}
+#define TINYCONV_MIN_SLICES_BEFORE_DETECTION {MIN_SLICES_BEFORE_DETECTION}
+
+// Frontend output (uint16) -> model input (int8), ESPHome's integer formula
+// (v * {ESPHOME_VALUE_SCALE} + {ESPHOME_VALUE_ROUND}) / {ESPHOME_VALUE_DIV} {ESPHOME_ZERO_POINT:+d}, clamped to int8 (tinyconv.device.esphome_features).
+#define TINYCONV_FEATURE_VALUE_SCALE {ESPHOME_VALUE_SCALE}
+#define TINYCONV_FEATURE_VALUE_ROUND {ESPHOME_VALUE_ROUND}
+#define TINYCONV_FEATURE_VALUE_DIV {ESPHOME_VALUE_DIV}
+#define TINYCONV_FEATURE_VALUE_OFFSET ({ESPHOME_ZERO_POINT})
+static inline int8_t tinyconv_feature_to_int8(uint16_t frontend_value) {{
+  // v <= 65535: the product fits int32; non-negative, so integer division is floor.
+  int32_t q = ((int32_t)frontend_value * TINYCONV_FEATURE_VALUE_SCALE + TINYCONV_FEATURE_VALUE_ROUND) /
+              TINYCONV_FEATURE_VALUE_DIV + TINYCONV_FEATURE_VALUE_OFFSET;
+  if (q < -128) q = -128;
+  if (q > 127) q = 127;
+  return (int8_t)q;
+}}
+
+// uint8 output -> wake-word probability, as ESPHome reads it.
+static inline float tinyconv_probability(tinyconv_output_t value) {{
+  return (float)value / (float)TINYCONV_PROBABILITY_DIVISOR;
 }}
 
 #ifdef __cplusplus

@@ -34,6 +34,8 @@ import torch
 
 from tinyconv._quiet import native_stderr_captured
 from tinyconv.device.esphome_detector import CUTOFF_GRID, DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW, count_detections
+from tinyconv.device.esphome_features import (ESPHOME_FEATURE_MAX, ESPHOME_INPUT_SCALE, ESPHOME_INPUT_ZERO_POINT,
+                                              esphome_features_int8)
 from tinyconv.export.errors import ExportError
 
 # ESPHome micro_wake_word's op resolver (esphome/components/micro_wake_word/streaming_model.cpp):
@@ -48,9 +50,9 @@ MAX_STATE_VARIABLES = 20
 FRAMES_PER_INVOKE = 3  # ESPHome feeds [1, stride, 40]; stride 3 = one invoke per 30 ms
 # Every released microWakeWord model declares this input quantization, and ESPHome's integer
 # formula (v * 256 + 333) // 666 - 128 implements it (v / 25.6 features, 26 = the top of the range).
-INPUT_SCALE = 26.0 / 255.0
-INPUT_ZERO_POINT = -128
-FEATURE_MAX = 26.0
+INPUT_SCALE = ESPHOME_INPUT_SCALE  # tinyconv.device.esphome_features holds the formula
+INPUT_ZERO_POINT = ESPHOME_INPUT_ZERO_POINT
+FEATURE_MAX = ESPHOME_FEATURE_MAX
 MANIFEST_VERSION = 2
 MINIMUM_ESPHOME_VERSION = "2024.7.0"
 FEATURE_STEP_MS = 10
@@ -624,16 +626,6 @@ def check_conversion(data: bytes, spec: StreamSpec) -> dict[str, Any]:
 # ---- self-check: TFLM vs the integer reference and vs the PyTorch streaming form -------------
 
 
-def esphome_int8(features: np.ndarray, feature_scale: float = 1.0 / 25.6) -> np.ndarray:
-    """Float frontend features -> int8 input as ESPHome computes it: (v * 256 + 333) // 666 - 128.
-
-    (Same formula as tinyconv.firmware_sim.streaming; repeated here because export must not
-    import the simulator, which reads only files.)
-    """
-    v = np.round(np.asarray(features, dtype=np.float64) / feature_scale).astype(np.int64)
-    return np.clip((v * 256 + 333) // 666 - 128, -128, 127).astype(np.int8)
-
-
 def run_tflm_stream(data: bytes, q_frames: np.ndarray, arena_bytes: int) -> np.ndarray:
     """uint8 outputs of one TFLM interpreter fed consecutive [1, 3, F] int8 blocks (state kept)."""
     from tflite_micro import runtime
@@ -690,7 +682,7 @@ def self_check(data: bytes, model: torch.nn.Module, frames: np.ndarray, arena_by
     """
     from tinyconv.export.int8_reference import run_reference_stream
 
-    q = esphome_int8(frames, feature_scale)
+    q = esphome_features_int8(frames, feature_scale)
     tflm_u8 = run_tflm_stream(data, q, arena_bytes)
     integer = run_reference_stream(data, q, FRAMES_PER_INVOKE)
     u8_diff = np.abs(tflm_u8.astype(np.int64) - integer.astype(np.int64))
@@ -894,7 +886,7 @@ def export_esphome(
         else:
             neg = np.asarray(neg, np.float32)
             stream = np.concatenate(list(neg), 0) if neg.ndim == 3 else neg
-            probs = run_tflm_stream(tflite, esphome_int8(stream, fe.feature_scale), host_arena)
+            probs = run_tflm_stream(tflite, esphome_features_int8(stream, fe.feature_scale), host_arena)
             hours = stream.shape[0] * fe.step_ms / 1000.0 / 3600.0
             cutoff_info = {**choose_cutoff(probs, hours, window=sliding_window_size,
                                            target_fa_per_hour=target_fa_per_hour), "source": "negatives"}
@@ -923,7 +915,7 @@ def export_esphome(
         json_name: (json.dumps(esphome_manifest, indent=2) + "\n").encode(),
     }
     if with_c:
-        blobs.update(_c_arrays(src, tflite, info, host_arena))
+        blobs.update(_c_arrays(src, tflite, info, host_arena, esphome_manifest["micro"]))
     manifest = _export_manifest(src, info, blobs, host_arena, model, {
         "model": tflite_name, "manifest": json_name, "tensor_arena_size": tensor_arena_size,
         "esp_nn_arena_factor": ESP_NN_ARENA_FACTOR, "num_state_variables": info.num_variables,
@@ -973,28 +965,34 @@ def _export_manifest(src: Any, info: EsphomeModelInfo, blobs: dict[str, bytes], 
     }
 
 
-def _c_arrays(src: Any, tflite: bytes, info: EsphomeModelInfo, host_arena: int) -> dict[str, bytes]:
-    """model_data.cc/.h embedding the streaming .tflite for plain TFLM firmware."""
-    from tinyconv.export.c_array import HEADER_NAME, SOURCE_NAME, CArrayInputs, render_header, render_source
-    from tinyconv.export.tflite import TensorQuant, TFLiteInfo
+def _c_arrays(src: Any, tflite: bytes, info: EsphomeModelInfo, host_arena: int, micro: dict[str, Any]) -> dict[str, bytes]:
+    """model_data.cc/.h embedding the streaming .tflite for plain TFLM firmware.
 
+    The header (`render_streaming_header`) carries the stride, shapes and types from the .tflite,
+    ESPHome's feature formula, and the tensor arena and detector parameters of the ESPHome
+    manifest's `micro` block, as written.
+    """
+    from tinyconv.export.c_array import (HEADER_NAME, SOURCE_NAME, CArrayInputs, StreamingFacts,
+                                         render_source, render_streaming_header)
+    from tinyconv.export.tflite import TensorQuant, TFLiteInfo
+    from tinyconv.models.streaming import TIME_STRIDE
+
+    stride = int(info.input_shape[1])
+    if stride != TIME_STRIDE:
+        raise EsphomeExportError(f"the streaming model's input takes {stride} frames per invoke; stream_tinyconv's "
+                                 f"time stride is {TIME_STRIDE}")
     tinfo = TFLiteInfo(
         ops=(), tensor_types=(), weight_quant=(), bias_types=(),
         input=TensorQuant(info.input_shape, info.input_dtype, *info.input_quant),
         output=TensorQuant(info.output_shape, info.output_dtype, *info.output_quant),
     )
     inputs = CArrayInputs(tflite=tflite, info=tinfo, labels=list(src.labels), positive_label=src.positive_label,
-                          frontend=src.config.frontend, tensor_arena_bytes=host_arena,
+                          frontend=src.config.frontend, tensor_arena_bytes=int(micro["tensor_arena_size"]),
                           source_description=f"{src.path.name} (sha256 {src.sha256[:16]})")
-    header = render_header(inputs)
-    # The generic header describes window models; say what this one computes.
-    header = header.replace(
-        "// Output tensor: int8 logits (no softmax)",
-        "// Streaming model: invoke once per 3 new frames (input [1, 3, 40]); it keeps its own state in\n"
-        "// resource variables (register CALL_ONCE, VAR_HANDLE, READ_VARIABLE, ASSIGN_VARIABLE).\n"
-        "// Output tensor: uint8 wake-word probability (value / 255)",
-    )
-    return {HEADER_NAME: header.encode(), SOURCE_NAME: render_source(inputs).encode()}
+    facts = StreamingFacts.from_manifest(micro, stride_frames=stride, host_arena_bytes=host_arena,
+                                         esp_nn_arena_factor=ESP_NN_ARENA_FACTOR,
+                                         num_state_variables=info.num_variables, state_bytes=info.state_bytes)
+    return {HEADER_NAME: render_streaming_header(inputs, facts).encode(), SOURCE_NAME: render_source(inputs).encode()}
 
 
 def route_formats(checkpoint_path: str | Path, formats: str | Any | None) -> tuple[str, ...]:

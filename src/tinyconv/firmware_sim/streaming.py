@@ -38,6 +38,7 @@ import numpy as np
 from tinyconv.config import FrontendConfig
 from tinyconv.device.esphome_detector import (DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW,
                                               MIN_SLICES_BEFORE_DETECTION, detect)
+from tinyconv.device.esphome_features import ESPHOME_INPUT_SCALE, ESPHOME_INPUT_ZERO_POINT, esphome_features_int8
 from tinyconv.features import StreamingFrontend
 from tinyconv.firmware_sim.accuracy import model_input
 from tinyconv.firmware_sim.runtimes import Runner, dequantize
@@ -71,18 +72,7 @@ class Stream:
         return len(self.samples) / 16000.0
 
 
-# ESPHome micro_wake_word: int8 feature = (v * VALUE_SCALE + VALUE_DIV // 2) // VALUE_DIV - 128,
-# v the frontend's uint16 output (pymicro-features hands out v * 0.0390625 = v / 25.6).
-ESPHOME_VALUE_SCALE = 256
-ESPHOME_VALUE_DIV = 666  # round(25.6 * 26.0)
-MWW_INPUT_QUANT = (26.0 / 255.0, -128)  # the input quantization every microWakeWord model declares
-
-
-def esphome_features_int8(features: np.ndarray, feature_scale: float = 1.0 / 25.6) -> np.ndarray:
-    """Float frontend features -> int8 model input, with ESPHome micro_wake_word's integer formula."""
-    v = np.round(np.asarray(features, dtype=np.float64) / feature_scale).astype(np.int64)  # exact uint16
-    q = (v * ESPHOME_VALUE_SCALE + ESPHOME_VALUE_DIV // 2) // ESPHOME_VALUE_DIV - 128
-    return np.clip(q, -128, 127).astype(np.int8)
+MWW_INPUT_QUANT = (ESPHOME_INPUT_SCALE, ESPHOME_INPUT_ZERO_POINT)  # what every microWakeWord model declares
 
 
 def _is_mww_input(runner: Runner) -> bool:
