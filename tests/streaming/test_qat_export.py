@@ -27,6 +27,7 @@ from tinyconv.export.esphome import (
 from tinyconv.export.int8_reference import TfliteIntegerReference
 
 
+@functools.lru_cache(maxsize=2)  # the session's QAT checkpoint: converted once, read only
 def _learned(qat_path) -> list[dict]:  # type: ignore[no-untyped-def]
     """Each conv of the QAT model's converted graph: int8 weights, weight scales, output scale/zp."""
     from tinyconv.checkpoint import model_from_checkpoint
@@ -81,6 +82,7 @@ def test_qat_export_self_checks(stream_qat_export) -> None:  # type: ignore[no-u
     assert check["max_abs_prob_diff"] <= SELF_CHECK_MAX_PROB_DIFF
 
 
+@functools.lru_cache(maxsize=2)  # frozen dataclasses: the tests replace, never mutate
 def _widened_spec(qat_path):  # type: ignore[no-untyped-def]
     """The QAT spec with the last conv's learned range 1.5x wider than any data reaches."""
     import dataclasses
@@ -104,7 +106,7 @@ def test_pinned_ranges_survive_where_calibration_would_break_the_bias(stream_qat
 
     qat_path, _ = stream_qat_export
     spec = _widened_spec(qat_path)
-    stream = np.concatenate(list(stream_trained.train_x[:40]), 0)
+    stream = np.concatenate(list(stream_trained.train_x[:16]), 0)
     check = check_conversion(convert_streaming(spec, stream), spec)
     assert check["qat_scale_rel"] <= 1e-6 and check["bias_scale_rel"] <= 1e-5
 
