@@ -66,7 +66,7 @@ def test_export_writes_pair_that_passes_esphome_load_checks(esphome_export) -> N
     assert ours["streaming"] is True and ours["esphome"]["manifest"] == "hey_tiny.json"
     assert ours["esphome"]["num_state_variables"] == 4  # stem input, 2 depthwise convs, head
     header = (out / "model_data.h").read_text()
-    assert "TINYCONV_INPUT_SHAPE {1, 3, 40}" in header and "uint8 wake-word probability" in header
+    assert "TINYCONV_INPUT_SHAPE {1, 3, 40}" in header and "wake-word probability is value / 255" in header
 
 
 def test_reference_microwakeword_models_pass_the_same_checks() -> None:
