@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import shutil
 import subprocess
@@ -23,6 +25,7 @@ def readme_example() -> str:
     return block.group(1)
 
 
+@pytest.mark.slow  # synthesizes, trains and exports the README example (~90 s)
 def test_readme_example_runs(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None:
         skip_unless_ci("espeak-ng is not installed (the set-up installs it)")

@@ -27,6 +27,7 @@ def _tinyconv(*args: str) -> subprocess.CompletedProcess[str]:
                           env=_env(), timeout=600)
 
 
+@pytest.mark.slow  # a full export in a subprocess (~60 s); the simulate pair covers quiet/--verbose by default
 def test_export_prints_only_its_own_lines(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     proc = _tinyconv("export", str(trained.qat_path), "--formats", "tflite,onnx", "--out", str(tmp_path / "exp"))
     assert proc.returncode == 0, proc.stderr[-3000:]

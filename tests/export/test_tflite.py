@@ -151,6 +151,7 @@ def test_qat_export_keeps_learned_ranges(qat_export) -> None:  # type: ignore[no
         assert min(abs(value - s) for s in scales) <= 1e-7 * max(1.0, value)
 
 
+@pytest.mark.slow  # ~110 s on 2 busy cores: a second architecture through the whole PT2E export
 def test_time_dilated_model_exports_bit_exact(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Dilated 3x3 convs (model.time_dilations), PTQ and QAT, convert to dilated TFLite convs: the export's
     self-check runs TFLite Micro against the integer reference of the dilated PyTorch graph, so

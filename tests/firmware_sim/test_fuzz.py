@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -35,6 +37,7 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
     return bytes(buf)
 
 
+@pytest.mark.slow  # 500 mutated files through both runtimes (~35 s); the structured fuzz in tests/robustness is default
 def test_mutated_tflite_files_never_crash_the_caller(tiny_tflite: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(1234)
     seed = tiny_tflite.read_bytes()

@@ -16,6 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+# The QAT streaming fixture trains, converts with PT2E and then with TensorFlow (~80-110 s on 2 busy
+# cores): CI runs these in its -m slow step.
+pytestmark = pytest.mark.slow
+
 from tinyconv.export.esphome import (
     INPUT_SCALE,
     SELF_CHECK_MAX_PROB_DIFF,

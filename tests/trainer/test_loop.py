@@ -60,6 +60,7 @@ def test_early_stopping(tiny_cfg: Config) -> None:
     assert [row["epoch"] for row in history] == list(range(result.epochs_run))
 
 
+@pytest.mark.slow  # ~45 s; tests/security/test_checkpoint_pickle.py resumes from last.pt by default
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_cfg: Config, tmp_path: Path) -> None:
     """Kill a run with SIGKILL after its first epoch checkpoint, resume it, compare final weights."""
     epochs = "train.epochs=5"

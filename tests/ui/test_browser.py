@@ -31,6 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic"
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
+    pytest.mark.slow,  # a real Chromium session over a tiny run (~1-2 min); CI runs it in the -m slow step
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                      "(apt-get install chromium; the set-up installs it)"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (the set-up installs it)"),
