@@ -31,12 +31,13 @@ def die_with_parent(run_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass  # the watchdog below still works
-    if not _alive(run_pid) or os.getppid() != parent:
+    if not pid_alive(run_pid) or os.getppid() != parent:
         os._exit(1)  # the run died before the request took effect
     threading.Thread(target=_watch, args=(run_pid, parent), name="tinyconv-parent-watchdog", daemon=True).start()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,5 +55,5 @@ def _alive(pid: int) -> bool:
 def _watch(run_pid: int, parent: int) -> None:
     while True:
         time.sleep(POLL_S)
-        if os.getppid() != parent or not _alive(run_pid):
+        if os.getppid() != parent or not pid_alive(run_pid):
             os._exit(1)

@@ -34,6 +34,7 @@ FINAL = (SUCCEEDED, FAILED, CANCELLED, LOST)
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
 
+from tinyconv.data.workers import pid_alive
 from tinyconv.errors import TinyconvError
 
 
@@ -116,16 +117,6 @@ def tail(path: Path, max_lines: int = 15, max_bytes: int = 16_384) -> str:
     return "\n".join(lines[-max_lines:])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class JobManager:
     """Starts, tracks and cancels jobs under `root`; safe to call from Gradio's worker threads."""
 
@@ -201,7 +192,7 @@ class JobManager:
     def get(self, job_id: str) -> Job:
         with self._lock:
             job = self._read(job_id)
-            if job.status == RUNNING and job_id not in self._procs and not _pid_alive(job.pid):
+            if job.status == RUNNING and job_id not in self._procs and not pid_alive(job.pid):
                 # Started by an earlier server process whose waiter thread is gone.
                 job.status, job.finished = LOST, time.time()
                 job.error = "the UI server restarted while this job ran; its outcome is unknown (see the log)"
@@ -240,7 +231,7 @@ class JobManager:
             pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            if (proc.poll() is not None) if proc is not None else not _pid_alive(job.pid):
+            if (proc.poll() is not None) if proc is not None else not pid_alive(job.pid):
                 break
             time.sleep(0.05)
         else:
