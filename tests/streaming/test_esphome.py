@@ -150,3 +150,16 @@ def test_simulate_runs_the_exported_model_as_streaming(esphome_export) -> None: 
     report = simulate(out / "hey_tiny.tflite", ["esp32s3"], latency_repeats=2)
     assert report["model"]["streaming"] and report["model"]["inputs"] == [{"shape": [1, 3, 40], "dtype": "int8"}]
     assert report["budgets"]["esp32s3"]["pass"]
+
+
+def test_simulate_scores_an_esphome_export_at_its_manifest_cutoff(esphome_export, tiny_dataset) -> None:  # type: ignore[no-untyped-def]
+    """`tinyconv simulate EXPORT_DIR` with a dataset streams its test split through the detector the
+    device will run: the ESPHome manifest's probability_cutoff and sliding window, not defaults."""
+    from tinyconv.firmware_sim.report import simulate
+
+    out = esphome_export.out_dir
+    micro = json.loads((out / "hey_tiny.json").read_text())["micro"]
+    report = simulate(out, ["esp32s3"], dataset_dir=tiny_dataset, latency_repeats=1)
+    detector = report["streaming"]["detector"]
+    assert detector["cutoff"] == micro["probability_cutoff"] and detector["window"] == micro["sliding_window_size"]
+    assert report["streaming"]["at_cutoff"]["frr"] is not None

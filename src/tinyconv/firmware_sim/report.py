@@ -168,7 +168,8 @@ def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | No
         # A stateful streaming model (ESPHome export) takes 3 new frames per invoke, not clips:
         # it is evaluated as the firmware runs it, on streams built from the test split.
         report["streaming"] = _streaming_from_dataset(model, host.arena_bytes, Path(dataset),
-                                                      files.manifest.get("positive_label"))
+                                                      files.manifest.get("positive_label"),
+                                                      _esphome_detector(files))
     elif dataset is not None:
         from tinyconv.firmware_sim.accuracy import evaluate_dataset
 
@@ -257,7 +258,26 @@ def _manifest_quant(manifest: dict[str, Any], model: TfliteModel | None) -> tupl
     return pair("input"), pair("output")
 
 
-def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, positive_label: str | None) -> dict[str, Any]:
+def _esphome_detector(files: ExportFiles) -> Any:
+    """The detector as the device will run it: the ESPHome manifest's cutoff and sliding window
+    (an ESPHome export), else the simulator's defaults."""
+    import json
+
+    from tinyconv.firmware_sim.streaming import DetectorConfig
+
+    esphome = files.manifest.get("esphome")
+    if not isinstance(esphome, dict) or not isinstance(esphome.get("manifest"), str):
+        return None
+    path = files.root / esphome["manifest"]
+    try:
+        micro = json.loads(path.read_text())["micro"]
+        return DetectorConfig(cutoff=float(micro["probability_cutoff"]), window=int(micro["sliding_window_size"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: not a readable micro_wake_word manifest ({exc}); re-run `tinyconv export`") from exc
+
+
+def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, positive_label: str | None,
+                            detector: Any = None) -> dict[str, Any]:
     from tinyconv.data.audio import load_audio
     from tinyconv.data.manifest import read_manifest, resolve
     from tinyconv.firmware_sim.streaming import build_streams, evaluate_streams
@@ -272,7 +292,7 @@ def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, posit
     streams = build_streams(pos, neg, positive_stream_s=max(30.0, 4.5 * len(pos)),
                             negative_stream_s=max(60.0, 1.0 * len(neg)))
     runner = make_runner("tflm", model, arena_size=arena)
-    return evaluate_streams(runner, streams, positive_index=info.labels.index(label))
+    return evaluate_streams(runner, streams, detector, positive_index=info.labels.index(label))
 
 
 # ---- writing ---------------------------------------------------------------------------------
