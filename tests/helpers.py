@@ -7,11 +7,18 @@ puts folders on sys.path).
 - `reference_model`: a released .tflite from ../shared/reference_models. Outside CI a clone without
   that folder skips those tests; under CI=true (.ci/run) a missing model fails them, so a CI
   run cannot pass by skipping its third-party checks.
+- `running_ui`: a real `tinyconv ui` server on a free port, stopped afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +64,38 @@ def reference_model(name: str) -> Path:
     if not path.is_file():
         skip_unless_ci(f"reference model {name} not present in {SHARED_MODELS}")
     return path
+
+
+@contextlib.contextmanager
+def running_ui(args: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None,
+               timeout_s: float = 120.0) -> Iterator[str]:
+    """Start a real `tinyconv ui` on a free loopback port with `args`; yield its base URL (no
+    trailing slash) once it answers, and stop it afterwards. The log names why a start failed."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tinyconv.cli", "ui", "--port", str(port), *args],
+                                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(url + "/", timeout=2).status_code == 200:  # the app, or its login page
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"`tinyconv ui` did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.helpers import running_ui
 from tinyconv.cli import main
 from tinyconv.ui.cli import check_exposure, is_loopback
 
@@ -65,35 +62,13 @@ def test_loopback_and_warnings() -> None:
     assert "with NO login (--insecure-open-server)" in (check_exposure("0.0.0.0", [], True) or "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_auth_file_puts_a_login_in_front_of_files_and_endpoints(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "ok.txt").write_text("served")
     (tmp_path / "logins.txt").write_text("alice:correct horse\n")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tinyconv.cli", "ui", "--port", str(port), "--runs", str(runs),
-                                 "--auth-file", str(tmp_path / "logins.txt")], cwd=tmp_path,
-                                env=dict(os.environ, HOME=str(tmp_path)), stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:  # the login page
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`tinyconv ui` did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with running_ui(["--runs", str(runs), "--auth-file", str(tmp_path / "logins.txt")], cwd=tmp_path,
+                    log=tmp_path / "server.log", env=dict(os.environ, HOME=str(tmp_path))) as url:
         file_url = f"{url}/gradio_api/file={runs / 'ok.txt'}"
         anonymous = httpx.get(file_url)
         assert anonymous.status_code == 401 and "served" not in anonymous.text
@@ -106,10 +81,3 @@ def test_auth_file_puts_a_login_in_front_of_files_and_endpoints(tmp_path: Path) 
             assert good.status_code == 200, good.text
             r = client.get(file_url)
             assert r.status_code == 200 and r.text == "served"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

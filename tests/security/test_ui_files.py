@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import running_ui
 from tinyconv.config import Config, replace
 from tinyconv.ui.controller import MAX_MESSAGE_CHARS, UiController
 from tinyconv.ui.jobs import JobManager
@@ -44,12 +42,6 @@ class _Marker:
 
     def __reduce__(self) -> tuple:
         return (open, (str(self.path), "w"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -83,33 +75,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (runs / "link_to_key").symlink_to(home / ".ssh" / "id_rsa")
     (runs / "link.yaml").symlink_to(home / "notes.yaml")
     (runs / "outside").symlink_to(home, target_is_directory=True)
-    port = _free_port()
     log = home / "server.log"
     # Started from the home folder, as a user would: the working directory must not be served.
     env = dict(os.environ, HOME=str(home), GRADIO_TEMP_DIR=str(runs / "gradio_uploads"))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tinyconv.cli", "ui", "--port", str(port), "--runs", "runs"],
-                                cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`tinyconv ui` did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with running_ui(["--runs", "runs"], cwd=home, log=log, env=env) as url:
         yield Server(url, home, runs, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _export_jobs(runs: Path) -> list[Path]:

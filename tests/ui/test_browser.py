@@ -13,16 +13,13 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.helpers import running_ui
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own browser download cannot work offline; the system browser is launched instead.
@@ -36,12 +33,6 @@ pytestmark = [
                                                      "(apt-get install chromium; the set-up installs it)"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (the set-up installs it)"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _kill_jobs(runs: Path) -> None:
@@ -67,32 +58,11 @@ def app_url(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     }
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "tinyconv.cli", "ui", "--port", str(port), "--config", str(cfg),
-                               "--runs", str(runs)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"`tinyconv ui` did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url, tmp_path
+        with running_ui(["--config", str(cfg), "--runs", str(runs)], cwd=REPO, log=tmp_path / "server.log",
+                        timeout_s=90) as url:
+            yield url + "/", tmp_path
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
         _kill_jobs(runs)
 
 
