@@ -7,14 +7,15 @@ noise shaped like real frontend output (values in [0, ~26]).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from tinyconv.checkpoint import Checkpoint
 from tinyconv.config import Config, DataConfig, ModelConfig, QATConfig, TrainConfig
 from tinyconv.models import build_model
-from tinyconv.checkpoint import Checkpoint
 
 LABELS = ["_silence_", "_unknown_", "hey_tiny"]
 
@@ -42,10 +43,11 @@ def synthetic_config() -> Config:
     )
 
 
-def train_float(config: Config, x: np.ndarray, y: np.ndarray, epochs: int = 6) -> Checkpoint:
+def train_float(config: Config, x: np.ndarray, y: np.ndarray, epochs: int = 6,
+                labels: Sequence[str] = LABELS) -> Checkpoint:
     """A few epochs of plain AdamW training; enough for near-perfect accuracy on this data."""
     torch.manual_seed(0)
-    model = build_model(config.model, len(LABELS), config.frontend)
+    model = build_model(config.model, len(labels), config.frontend)
     opt = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
     rng = np.random.default_rng(0)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -58,7 +60,7 @@ def train_float(config: Config, x: np.ndarray, y: np.ndarray, epochs: int = 6) -
             opt.step()
     return Checkpoint(
         config=config,
-        labels=list(LABELS),
+        labels=list(labels),
         state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
         positive_label="hey_tiny",
         kind="float",

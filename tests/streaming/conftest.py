@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
 
+from tests.export.synthetic import train_float
 from tinyconv.checkpoint import Checkpoint, save_checkpoint
 from tinyconv.config import Config, DataConfig, ModelConfig, TrainConfig
-from tinyconv.models import build_model
 
 LABELS = ["_negative_", "hey_tiny"]
 QAT_TRAIN_CLIPS = 160  # stream_qat_export: 3 batches of 64 an epoch
@@ -42,21 +40,8 @@ def stream_config(name: str = "stream_tinyconv_test") -> Config:
 
 
 def train_stream(config: Config, x: np.ndarray, y: np.ndarray, epochs: int = 8) -> Checkpoint:
-    torch.manual_seed(0)
-    model = build_model(config.model, len(LABELS), config.frontend)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
-    rng = np.random.default_rng(0)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model.train()
-    for _ in range(epochs):
-        for idx in np.array_split(rng.permutation(len(x)), max(1, len(x) // 64)):
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return Checkpoint(config=config, labels=list(LABELS),
-                      state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-                      positive_label="hey_tiny", kind="float")
+    """The export tests' plain AdamW loop (tests.export.synthetic), with this folder's epochs."""
+    return train_float(config, x, y, epochs=epochs, labels=LABELS)
 
 
 @dataclass
