@@ -796,7 +796,7 @@ def export_esphome(
     given: used as is. `arena_budget_bytes`: fail if the manifest's tensor_arena_size exceeds it.
     Everything is written to a temporary folder and swapped in only after all checks pass.
     """
-    from tinyconv.export.pipeline import MANIFEST_NAME, _check_out_dir, _write_atomically
+    from tinyconv.export.pipeline import MANIFEST_NAME, _check_out_dir, _write_atomically, export_manifest
     from tinyconv.export.source import read_checkpoint
     from tinyconv.export.tflm import measure_arena_bytes
 
@@ -916,53 +916,27 @@ def export_esphome(
     }
     if with_c:
         blobs.update(_c_arrays(src, tflite, info, host_arena, esphome_manifest["micro"]))
-    manifest = _export_manifest(src, info, blobs, host_arena, model, {
+    from tinyconv.export.tflite import TensorQuant
+
+    io = (TensorQuant(info.input_shape, info.input_dtype, *info.input_quant),
+          TensorQuant(info.output_shape, info.output_dtype, *info.output_quant))
+    # "ptq": the TF converter calibrated every range on real feature streams; "qat": the learned
+    # ranges were pinned (esphome.qat_ranges says which tensors carry them).
+    manifest = export_manifest(src, io, blobs, quantization, host_arena, streaming=True,
+                               macs_per_step=int(model.macs_per_step()), esphome={
         "model": tflite_name, "manifest": json_name, "tensor_arena_size": tensor_arena_size,
         "esp_nn_arena_factor": ESP_NN_ARENA_FACTOR, "num_state_variables": info.num_variables,
         "state_bytes": info.state_bytes, "ops": list(info.op_names), "self_check": check,
         "self_check_max_u8_diff": SELF_CHECK_MAX_U8_DIFF, "self_check_max_prob_diff": SELF_CHECK_MAX_PROB_DIFF,
         "probability_cutoff": cutoff_info, "conversion_check": conversion,
         **({"qat_ranges": carried} if carried is not None else {}),
-    }, quantization)
-    import hashlib
-
-    manifest["files"] = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in blobs.items()}
+    })
     blobs[MANIFEST_NAME] = (json.dumps(manifest, indent=2) + "\n").encode()
     _write_atomically(out, blobs)
     return EsphomeExportResult(
         out_dir=out, files={n: out / n for n in blobs}, manifest=manifest, esphome_manifest=esphome_manifest,
         quantization=quantization, tensor_arena_bytes=host_arena, self_check=check, model_info=info,
     )
-
-
-def _export_manifest(src: Any, info: EsphomeModelInfo, blobs: dict[str, bytes], host_arena: int,
-                     model: Any, esphome: dict[str, Any], quantization: str) -> dict[str, Any]:
-    from tinyconv.export.pipeline import MANIFEST_FORMAT_VERSION
-
-    fe = src.config.frontend
-    return {
-        "format_version": MANIFEST_FORMAT_VERSION,
-        "model_name": src.config.model.name,
-        "labels": list(src.labels),
-        "positive_label": src.positive_label,
-        "frontend": {"sample_rate_hz": fe.sample_rate_hz, "window_ms": fe.window_ms, "step_ms": fe.step_ms,
-                     "num_channels": fe.num_channels, "clip_duration_ms": fe.clip_duration_ms,
-                     "num_frames": fe.num_frames, "feature_scale": fe.feature_scale},
-        "streaming": True,
-        "input": {"shape": list(info.input_shape), "dtype": info.input_dtype, "scale": info.input_quant[0],
-                  "zero_point": info.input_quant[1]},
-        "output": {"shape": list(info.output_shape), "dtype": info.output_dtype, "scale": info.output_quant[0],
-                   "zero_point": info.output_quant[1]},
-        "files": {},
-        "source_checkpoint": {"path": str(src.path), "sha256": src.sha256, "kind": src.kind},
-        # "ptq": the TF converter calibrated every range on real feature streams; "qat": the
-        # learned ranges were pinned (esphome.qat_ranges says which tensors carry them).
-        "quantization": quantization,
-        "dataset_dir": str(Path(src.config.data.dataset_dir).resolve()),
-        "tensor_arena_bytes": host_arena,
-        "macs_per_step": int(model.macs_per_step()),
-        "esphome": esphome,
-    }
 
 
 def _c_arrays(src: Any, tflite: bytes, info: EsphomeModelInfo, host_arena: int, micro: dict[str, Any]) -> dict[str, bytes]:

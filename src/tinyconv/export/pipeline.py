@@ -302,7 +302,7 @@ def export_checkpoint(
         blobs[HEADER_NAME] = render_header(c_inputs).encode()
         blobs[SOURCE_NAME] = render_source(c_inputs).encode()
 
-    manifest = _manifest(src, info, blobs, ref.quantization, arena)
+    manifest = export_manifest(src, (info.input, info.output), blobs, ref.quantization, arena)
     blobs[MANIFEST_NAME] = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
     _write_atomically(out_dir, blobs)
     return ExportResult(
@@ -316,9 +316,11 @@ def export_checkpoint(
     )
 
 
-def _manifest(
-    src: SourceCheckpoint, info: Any, blobs: dict[str, bytes], quantization: str, arena: int
-) -> dict[str, Any]:
+def export_manifest(src: SourceCheckpoint, io: tuple[Any, Any], blobs: dict[str, bytes], quantization: str,
+                    arena: int, **extra: Any) -> dict[str, Any]:
+    """manifest.json of any export folder (window or ESPHome streaming): frontend, I/O
+    quantization (`io`: input and output TensorQuant), the sha256 of every file, and `extra` keys
+    of the export kind. `_check_previous_export` and the simulator read this format."""
     fe = src.config.frontend
     return {
         "format_version": MANIFEST_FORMAT_VERSION,
@@ -334,18 +336,8 @@ def _manifest(
             "num_frames": fe.num_frames,
             "feature_scale": fe.feature_scale,
         },
-        "input": {
-            "shape": list(info.input.shape),
-            "dtype": info.input.dtype,
-            "scale": info.input.scale,
-            "zero_point": info.input.zero_point,
-        },
-        "output": {
-            "shape": list(info.output.shape),
-            "dtype": info.output.dtype,
-            "scale": info.output.scale,
-            "zero_point": info.output.zero_point,
-        },
+        **{key: {"shape": list(t.shape), "dtype": t.dtype, "scale": t.scale, "zero_point": t.zero_point}
+           for key, t in zip(("input", "output"), io, strict=True)},
         "files": {
             name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in blobs.items()
         },
@@ -353,6 +345,7 @@ def _manifest(
         "quantization": quantization,
         "dataset_dir": str(Path(src.config.data.dataset_dir).resolve()),
         "tensor_arena_bytes": arena,
+        **extra,
     }
 
 
