@@ -260,12 +260,3 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int = 16000
     data = encode_wav(samples, sample_rate_hz)
     _write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from tinyconv.config import FrontendConfig
-from tinyconv.data.audio import AudioError, LoadSummary, file_sha256, load_audio
+from tinyconv.data.audio import AudioError, LoadSummary, load_audio
 from tinyconv.data.manifest import DatasetError, Row, read_manifest, resolve
 from tinyconv.data.synth import parallel_map
 from tinyconv.features import FeatureCache
+from tinyconv.hashing import file_sha256
 
 CACHE_DIR = ".feature_cache"
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from tinyconv.config import Config
-from tinyconv.data.audio import AudioError, AudioStream, file_sha256, write_wav
+from tinyconv.data.audio import AudioError, AudioStream, write_wav
 from tinyconv.data.manifest import DatasetError, DatasetInfo, Row, write_manifest
 from tinyconv.data.writing import dataset_writer
+from tinyconv.hashing import file_sha256
 
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"

@@ -6,7 +6,6 @@ Models are built from it by `tinyconv.checkpoint.model_from_checkpoint` (a Sourc
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from tinyconv.checkpoint import CheckpointError, load_checkpoint
 from tinyconv.config import Config
 from tinyconv.export.errors import ExportError
+from tinyconv.hashing import file_sha256
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,6 @@ class SourceCheckpoint:
     state_dict: dict[str, torch.Tensor]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_checkpoint(path: str | Path) -> SourceCheckpoint:
     """Load and validate a checkpoint file; ExportError names the path and what is wrong."""
     path = Path(path).resolve()
@@ -45,7 +37,7 @@ def read_checkpoint(path: str | Path) -> SourceCheckpoint:
         raise ExportError(str(exc)) from exc
     return SourceCheckpoint(
         path=path,
-        sha256=sha256_file(path),
+        sha256=file_sha256(path),
         config=ckpt.config,
         labels=[str(x) for x in ckpt.labels],
         positive_label=ckpt.positive_label,

@@ -8,7 +8,6 @@ the export. Here the structure is checked key by key and every file the manifest
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -16,17 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tinyconv.firmware_sim.errors import ModelError
+from tinyconv.hashing import file_sha256
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REEXPORT = "re-run `tinyconv export` to rebuild the folder"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_int(value: Any) -> bool:
@@ -103,7 +95,7 @@ def verify_export_files(manifest: dict[str, Any], path: Path) -> None:
         if "bytes" in entry and size != entry["bytes"]:
             raise ModelError(f"{f}: {size} bytes, but the export manifest records {entry['bytes']}: the file "
                              f"changed after export; {_REEXPORT}")
-        actual = _sha256(f)
+        actual = file_sha256(f)
         if actual != entry["sha256"]:
             raise ModelError(f"{f}: sha256 {actual[:16]}... does not match the export manifest "
                              f"({entry['sha256'][:16]}...): the file changed after export; {_REEXPORT}")

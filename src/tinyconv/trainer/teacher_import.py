@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyconv.hashing import file_sha256
 from tinyconv.trainer.teachers import (
     SPEECH_EMBEDDING_FILES,
     SPEECH_EMBEDDING_KIND_FILE,
@@ -310,14 +311,6 @@ def _distribution_license(distribution: str) -> str:
     return str(meta.get("License-Expression") or meta.get("License") or "unknown")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- Whisper import -------------------------------------------------------------------------------
 
 def whisper_reference_input(num_mel_bins: int = 80, seconds: float = 1.0) -> np.ndarray:
@@ -501,7 +494,7 @@ def import_speech_embedding(out_dir: str | Path, source: str | Path | None = Non
     if license_files:
         shutil.copy(license_files[0], out / "LICENSE")
     meta = {"kind": "speech_embedding", "format": formats.pop().lstrip("."), **origin, "license": license_name,
-            "files": {role: {"name": p.name, "sha256": _sha256(p)} for role, p in found.items()}}
+            "files": {role: {"name": p.name, "sha256": file_sha256(p)} for role, p in found.items()}}
     (out / SPEECH_EMBEDDING_KIND_FILE).write_text(json.dumps(meta, indent=1))
     from tinyconv.trainer.teachers import SpeechEmbedding
 
