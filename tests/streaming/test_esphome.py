@@ -163,3 +163,19 @@ def test_simulate_scores_an_esphome_export_at_its_manifest_cutoff(esphome_export
     detector = report["streaming"]["detector"]
     assert detector["cutoff"] == micro["probability_cutoff"] and detector["window"] == micro["sliding_window_size"]
     assert report["streaming"]["at_cutoff"]["frr"] is not None
+
+
+def test_simulate_refuses_an_esphome_manifest_name_outside_the_export(esphome_export, tiny_dataset,
+                                                                       tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from tinyconv.firmware_sim.errors import ModelError
+    from tinyconv.firmware_sim.report import simulate
+
+    out = tmp_path / "export"
+    shutil.copytree(esphome_export.out_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["esphome"]["manifest"] = "../elsewhere.json"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"esphome.manifest '../elsewhere.json' is not one of the export's files"):
+        simulate(out, ["esp32s3"], dataset_dir=tiny_dataset, latency_repeats=1)

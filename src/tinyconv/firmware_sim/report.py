@@ -268,12 +268,14 @@ def _esphome_detector(files: ExportFiles) -> Any:
     esphome = files.manifest.get("esphome")
     if not isinstance(esphome, dict) or not isinstance(esphome.get("manifest"), str):
         return None
-    path = files.root / esphome["manifest"]
-    try:
-        micro = json.loads(path.read_text())["micro"]
-        return DetectorConfig(cutoff=float(micro["probability_cutoff"]), window=int(micro["sliding_window_size"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path}: not a readable micro_wake_word manifest ({exc}); re-run `tinyconv export`") from exc
+    name = esphome["manifest"]
+    if name not in files.manifest.get("files", {}):
+        raise ModelError(f"{files.root / 'manifest.json'}: esphome.manifest {name[:80]!r} is not one of the export's "
+                         f"files; re-run `tinyconv export`")
+    # read_export_manifest has checked this file's sha256 against manifest.json: it is the
+    # exporter's own micro_wake_word manifest.
+    micro = json.loads((files.root / name).read_text())["micro"]
+    return DetectorConfig(cutoff=float(micro["probability_cutoff"]), window=int(micro["sliding_window_size"]))
 
 
 def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, positive_label: str | None,
