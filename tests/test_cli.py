@@ -34,3 +34,17 @@ def test_train_and_eval_from_the_command_line(tiny_cfg: Config, tmp_path: Path) 
     p = run("eval", str(out / "checkpoint.pt"), "--json")
     assert p.returncode == 0, p.stderr
     assert '"accuracy"' in p.stdout
+
+
+def test_a_reader_that_goes_away_is_not_an_error() -> None:
+    """`tinyconv recipes list | head -0`: the pipe closes before tinyconv writes; exit 0, no message."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tinyconv.cli", "recipes", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the interpreter has started and written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "error" not in err
