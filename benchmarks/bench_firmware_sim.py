@@ -17,10 +17,11 @@ import platform
 import sys
 from pathlib import Path
 
-from tinyconv.firmware_sim.arena import measure_host_arena, target_arena
+from tinyconv.device.arena import measure_host_arena
+from tinyconv.device.tflite_file import load_tflite
+from tinyconv.firmware_sim.arena import target_arena
 from tinyconv.firmware_sim.bench import bench_tflm_clips
 from tinyconv.firmware_sim.costmodel import calibrate_dscnn
-from tinyconv.firmware_sim.model import load_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

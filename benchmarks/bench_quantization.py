@@ -53,7 +53,7 @@ def _torch_logits(ckpt_path: Path, x: np.ndarray) -> np.ndarray:
 
 def _tflm_logits(result: Any, x: np.ndarray) -> np.ndarray:
     from tinyconv.features import features_to_int8
-    from tinyconv.export.tflm import run_tflm
+    from tinyconv.device.runners import run_tflm
 
     m = result.manifest
     x_int8 = features_to_int8(x, m["input"]["scale"], m["input"]["zero_point"])

@@ -143,7 +143,7 @@ def torch_accuracy(checkpoint: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 def tflm_accuracy(tflite: Path, manifest: dict[str, Any], arena: int, x: np.ndarray, y: np.ndarray) -> float:
     from tinyconv.features import features_to_int8
-    from tinyconv.export.tflm import run_tflm
+    from tinyconv.device.runners import run_tflm
 
     x_int8 = features_to_int8(x, manifest["input"]["scale"], manifest["input"]["zero_point"])
     out = run_tflm(tflite.read_bytes(), x_int8, arena)
@@ -370,9 +370,9 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
     from tinyconv.data.audio import load_audio
     from tinyconv.data.manifest import read_manifest, resolve
     from tinyconv.export import export_checkpoint
-    from tinyconv.firmware_sim.model import load_tflite
+    from tinyconv.device.tflite_file import load_tflite
     from tinyconv.firmware_sim.report import simulate
-    from tinyconv.firmware_sim.runtimes import make_runner
+    from tinyconv.device.runners import make_runner
     from tinyconv.firmware_sim.streaming import DetectorConfig, build_streams, evaluate_streams
     from tinyconv.trainer.run import load_splits, train
     from tinyconv.trainer.teachers import train_teachers

@@ -55,7 +55,7 @@ def test_cross_runtime_equivalence(which: str, request: pytest.FixtureRequest, t
 
     from tinyconv.features import features_to_int8
     from tinyconv.export.tflite import run_litert
-    from tinyconv.export.tflm import run_tflm
+    from tinyconv.device.runners import run_tflm
 
     result = request.getfixturevalue(which)
     m = result.manifest

@@ -103,19 +103,28 @@ def test_unknown_format(trained, tmp_path: Path) -> None:  # type: ignore[no-unt
         export_checkpoint(trained.float_path, tmp_path / "out", formats="tflite-micro")
 
 
-def test_op_tflite_micro_cannot_run(qat_export) -> None:  # type: ignore[no-untyped-def]
-    """Swap one opcode for SKIP_GRAM (no TFLM kernel): the error names the op."""
+def test_op_tflite_micro_cannot_run(trained, qat_export, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swap one opcode for SKIP_GRAM (no TFLM kernel): the arena measurement (tinyconv.device) names
+    the op, and the export fails with it as an ExportError, writing nothing."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from tinyconv.export.tflm import check_tflm_can_run
+    import tinyconv.export.tflite as tflite
+    from tinyconv.device.arena import measure_host_arena
+    from tinyconv.device.errors import RuntimeFailure
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(qat_export.files["model_int8.tflite"].read_bytes()), 0)
     code = model.operatorCodes[0]
     code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.SKIP_GRAM
     builder = flatbuffers.Builder(0)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    bad = bytes(builder.Output())
+    with pytest.raises(RuntimeFailure, match=r"TFLite Micro cannot run op SKIP_GRAM: no kernel registered"):
+        measure_host_arena(bad)
+    monkeypatch.setattr(tflite, "convert_to_tflite", lambda *args, **kwargs: bad)
     with pytest.raises(ExportError, match=r"TFLite Micro cannot run op SKIP_GRAM"):
-        check_tflm_can_run(bytes(builder.Output()))
+        export_checkpoint(trained.float_path, tmp_path / "out", representative=trained.train_x[:16])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_exit_codes(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

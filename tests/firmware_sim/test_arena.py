@@ -2,14 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from tinyconv.firmware_sim.arena import measure_host_arena, parse_allocations, target_arena
-from tinyconv.firmware_sim.model import load_tflite
+from tinyconv.device.arena import measure_host_arena
+from tinyconv.device.tflite_file import load_tflite
+from tinyconv.device.tflm_log import parse_allocations
+from tinyconv.firmware_sim.arena import target_arena
 
 from .conftest import MWW_MANIFEST_ARENA, ref_model
 
 
 def test_host_arena_is_the_smallest_that_works(tiny_tflite: Path) -> None:
-    from tinyconv.firmware_sim.runtimes import check_runtimes
+    from tinyconv.device.runners import check_runtimes
 
     model = load_tflite(tiny_tflite)
     host = measure_host_arena(model)

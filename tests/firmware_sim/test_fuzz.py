@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.runtimes import check_onnx
+from tinyconv.device.errors import ModelError
+from tinyconv.device.runners import check_onnx
 
 from .conftest import tiny_onnx
 
@@ -50,7 +50,7 @@ def test_mutated_tflite_files_never_crash_the_caller(tiny_tflite: Path, tmp_path
 
     def run(batch: list[str]) -> list[dict]:
         job = {"job": "probe_many", "paths": batch, "runtimes": ["tflm", "litert_ref"], "arena_size": 65536}
-        proc = subprocess.run([sys.executable, "-m", "tinyconv.firmware_sim.isolate"], input=json.dumps(job),
+        proc = subprocess.run([sys.executable, "-m", "tinyconv.device.isolate"], input=json.dumps(job),
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         result = json.loads(proc.stdout.strip().splitlines()[-1])

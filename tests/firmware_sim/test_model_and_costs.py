@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from tinyconv.device.errors import ModelError
+from tinyconv.device.tflite_file import live_bytes_per_op, load_tflite, parse_tflite
 from tinyconv.firmware_sim.costmodel import calibrate_dscnn, estimate_code_bytes
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.model import live_bytes_per_op, load_tflite, parse_tflite
 
 from .conftest import ref_model
 

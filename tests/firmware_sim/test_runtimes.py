@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.model import load_tflite
+from tinyconv.device.errors import ModelError
+from tinyconv.device.runners import check_onnx, make_runner
+from tinyconv.device.tflite_file import load_tflite
 from tinyconv.firmware_sim.report import simulate
-from tinyconv.firmware_sim.runtimes import check_onnx, make_runner
 from tinyconv.firmware_sim.synthetic import write_tiny_model
 
 from .conftest import ref_model

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tinyconv.cli import main
+from tinyconv.device.errors import ModelError
 from tinyconv.firmware_sim.accuracy import RunnerSpec, evaluate_dataset
-from tinyconv.firmware_sim.errors import ModelError
 from tinyconv.firmware_sim.report import resolve_target, simulate
 
 from .conftest import ref_model

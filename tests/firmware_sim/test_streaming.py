@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyconv.firmware_sim.model import load_tflite
-from tinyconv.firmware_sim.runtimes import make_runner
+from tinyconv.device.runners import make_runner
+from tinyconv.device.tflite_file import load_tflite
 from tinyconv.firmware_sim.streaming import (DetectorConfig, build_streams, detection_times, esphome_features_int8,
                                              evaluate_streams, stream_probabilities)
 

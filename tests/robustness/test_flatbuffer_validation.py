@@ -20,9 +20,9 @@ from ai_edge_litert import schema_py_generated as s
 
 from tests.helpers import reference_model
 from tinyconv.cli import main
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.isolate import run_isolated
-from tinyconv.firmware_sim.model import load_tflite, parse_tflite
+from tinyconv.device.errors import ModelError
+from tinyconv.device.isolate import run_isolated
+from tinyconv.device.tflite_file import load_tflite, parse_tflite
 from tinyconv.firmware_sim.synthetic import build_tiny_model
 
 TINY = build_tiny_model(seed=0)  # RESHAPE -> CONV_2D (stride 2) -> FULLY_CONNECTED

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from tinyconv.cli import main
+from tinyconv.device.errors import ModelError
+from tinyconv.device.runners import OrtRunner, check_onnx, host_latency_ms, make_runner
+from tinyconv.device.tflite_file import load_tflite
 from tinyconv.firmware_sim.bench import bench_tflm_clips
 from tinyconv.firmware_sim.budgets import BudgetError, load_budget
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.model import load_tflite
 from tinyconv.firmware_sim.report import resolve_target, simulate, to_json, write_report
-from tinyconv.firmware_sim.runtimes import OrtRunner, check_onnx, host_latency_ms, make_runner
 from tinyconv.firmware_sim.synthetic import write_tiny_model
 
 GOOD_BUDGET = "core: cortex-m4\nclock_mhz: 64\nsram_bytes: 262144\nflash_bytes: 1048576\n"

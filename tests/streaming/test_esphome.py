@@ -69,6 +69,19 @@ def test_export_writes_pair_that_passes_esphome_load_checks(esphome_export) -> N
     assert "TINYCONV_INPUT_SHAPE {1, 3, 40}" in header and "wake-word probability is value / 255" in header
 
 
+def test_esphome_arena_is_simulates_host_arena_plus_margin(esphome_export) -> None:  # type: ignore[no-untyped-def]
+    """The ESPHome manifest's tensor_arena_size is the host arena `tinyconv simulate` reports
+    (tinyconv.device.arena, one measurement) x ESP_NN_ARENA_FACTOR, rounded up to 16 bytes."""
+    from tinyconv.firmware_sim import simulate
+
+    out = esphome_export.out_dir
+    host = simulate(out / "hey_tiny.tflite", [], latency_repeats=1)["arena_bytes_host"]
+    ours = json.loads((out / "manifest.json").read_text())
+    micro = json.loads((out / "hey_tiny.json").read_text())["micro"]
+    assert ours["tensor_arena_bytes"] == esphome_export.tensor_arena_bytes == host > 0
+    assert micro["tensor_arena_size"] == ours["esphome"]["tensor_arena_size"] == -(-int(host * ESP_NN_ARENA_FACTOR) // 16) * 16
+
+
 def test_reference_microwakeword_models_pass_the_same_checks() -> None:
     from tests.helpers import reference_model
 
@@ -169,7 +182,7 @@ def test_simulate_refuses_an_esphome_manifest_name_outside_the_export(esphome_ex
                                                                        tmp_path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from tinyconv.firmware_sim.errors import ModelError
+    from tinyconv.device.errors import ModelError
     from tinyconv.firmware_sim.report import simulate
 
     out = tmp_path / "export"

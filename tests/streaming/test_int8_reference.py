@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinyconv.device.arena import measure_host_arena
 from tinyconv.device.esphome_features import esphome_features_int8
 from tinyconv.export.esphome import (
     FRAMES_PER_INVOKE,
@@ -21,7 +22,6 @@ from tinyconv.export.int8_reference import (
     fixed_point_logistic,
     run_reference_stream,
 )
-from tinyconv.export.tflm import measure_arena_bytes
 
 
 def _streams(test_x: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,7 +64,7 @@ def test_microwakeword_models_match_tflm_bit_for_bit(name: str, stream_trained) 
     from tests.helpers import reference_model
 
     data = reference_model(f"mww_v2_{name}.tflite").read_bytes()
-    arena = measure_arena_bytes(data)
+    arena = measure_host_arena(data).arena_bytes
     for stream, q in _streams(stream_trained.test_x).items():
         tflm = run_tflm_stream(data, q[: 3 * 200], arena)
         ref = run_reference_stream(data, q[: 3 * 200], FRAMES_PER_INVOKE)

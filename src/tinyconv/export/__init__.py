@@ -1,8 +1,8 @@
 """INT8 export for microcontrollers: TFLite (TFLite Micro), ONNX (QDQ), C arrays, manifest.
 
 `export_checkpoint(checkpoint, out_dir, formats=...)` is the entry point. Heavy imports (torch,
-litert-torch) happen inside the functions, so `tinyconv.export` itself imports quickly (the
-TFLM probe subprocess imports this package).
+litert-torch) happen inside the functions, so `tinyconv.export` itself imports quickly. TFLite
+Micro checks (arena, missing ops, inference) come from the torch-free `tinyconv.device` layer.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ FEATURE_STEP_MS = 10
 # tensor_arena_size = TFLM arena measured on the host for this file x this factor, rounded up to
 # 16 bytes. ESP-NN >= 1.2 (ESPHome 2026) needs more than the host reference kernels: okay_nabu
 # runs with 33,488 B on the device, its host TFLM arena is 24,512 B (measured with
-# tinyconv.export.tflm.measure_arena_bytes): x1.366. 1.4 leaves a little headroom over that.
+# tinyconv.device.arena.measure_host_arena): x1.366. 1.4 leaves a little headroom over that.
 ESP_NN_ARENA_FACTOR = 1.4
 # Self-check 1 (exact): TFLite Micro vs the integer reference of the same .tflite
 # (`export/int8_reference.py`: the file's int8 weights, int32 biases, scales and zero points with
@@ -798,7 +798,8 @@ def export_esphome(
     """
     from tinyconv.export.pipeline import MANIFEST_NAME, _check_out_dir, _write_atomically, export_manifest
     from tinyconv.export.source import read_checkpoint
-    from tinyconv.export.tflm import measure_arena_bytes
+    from tinyconv.device.arena import measure_host_arena
+    from tinyconv.device.errors import ModelError
 
     if sliding_window_size < 1:
         raise EsphomeExportError(f"sliding_window_size must be >= 1, got {sliding_window_size}")
@@ -850,7 +851,10 @@ def export_esphome(
     if zp != INPUT_ZERO_POINT or abs(scale / INPUT_SCALE - 1.0) > 1e-4:
         raise EsphomeExportError(f"converted input quantization is scale {scale:.6g} zero point {zp}; expected "
                                  f"{INPUT_SCALE:.6g} and {INPUT_ZERO_POINT} (ESPHome's feature formula)")
-    host_arena = measure_arena_bytes(tflite)
+    try:  # the TFLM arena `tinyconv simulate` reports as arena_bytes_host (one measurement)
+        host_arena = measure_host_arena(tflite).arena_bytes
+    except ModelError as exc:  # names the op TFLM has no kernel for
+        raise EsphomeExportError(str(exc)) from exc
     tensor_arena_size = -(-int(host_arena * ESP_NN_ARENA_FACTOR) // 16) * 16
     if arena_budget_bytes is not None and tensor_arena_size > arena_budget_bytes:
         raise EsphomeExportError(

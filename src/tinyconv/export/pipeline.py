@@ -233,7 +233,9 @@ def export_checkpoint(
     from tinyconv.export.c_array import HEADER_NAME, SOURCE_NAME, CArrayInputs, render_header, render_source
     from tinyconv.export.onnx_export import export_float_onnx, export_int8_onnx
     from tinyconv.export.tflite import check_full_integer, convert_to_tflite, inspect_tflite
-    from tinyconv.export.tflm import measure_arena_bytes, run_tflm
+    from tinyconv.device.arena import measure_host_arena
+    from tinyconv.device.errors import ModelError
+    from tinyconv.device.runners import run_tflm
     from tinyconv.export.esphome import export_esphome, route_formats
 
     try:  # model_from_checkpoint names the checkpoint in a CheckpointError
@@ -257,7 +259,10 @@ def export_checkpoint(
     forbidden = [f"#{op.index} {op.name}" for op in info.ops if op.name in FORBIDDEN_OPS]
     if forbidden:
         raise ExportError(f"converted model has unfused ops {', '.join(forbidden)} (BN/ReLU fusion failed)")
-    arena = measure_arena_bytes(tflite)
+    try:  # the TFLM arena `tinyconv simulate` reports as arena_bytes_host (one measurement)
+        arena = measure_host_arena(tflite).arena_bytes
+    except ModelError as exc:  # names the op TFLM has no kernel for
+        raise ExportError(str(exc)) from exc
 
     # Self-check: TFLM vs the PyTorch quantized model computed with the int8 kernels' arithmetic.
     x_int8 = _self_check_inputs(src, calibration, info.input.scale, info.input.zero_point)

@@ -3,11 +3,12 @@
 Reads exported files only and imports no torch (firmware engineers run it on exports).
 """
 
-from tinyconv.firmware_sim.arena import HostArena, TargetArena, measure_host_arena, target_arena
+from tinyconv.device.arena import HostArena, measure_host_arena
+from tinyconv.device.errors import ModelError, RuntimeFailure
+from tinyconv.device.tflite_file import TfliteModel, load_tflite, parse_tflite
+from tinyconv.firmware_sim.arena import TargetArena, target_arena
 from tinyconv.firmware_sim.budgets import BudgetError, McuBudget, list_budgets, load_budget
 from tinyconv.firmware_sim.costmodel import calibrate_dscnn, estimate_code_bytes, estimate_latency_ms
-from tinyconv.firmware_sim.errors import ModelError, RuntimeFailure
-from tinyconv.firmware_sim.model import TfliteModel, load_tflite, parse_tflite
 from tinyconv.firmware_sim.report import SCHEMA_VERSION, simulate, write_report
 from tinyconv.firmware_sim.streaming import DetectorConfig, Stream, build_streams, evaluate_streams
 

@@ -19,8 +19,8 @@ import numpy as np
 from tinyconv.config import FrontendConfig
 from tinyconv.features import clip_features, features_to_int8
 from tinyconv.data.workers import die_with_parent
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.runtimes import Runner, dequantize, make_runner
+from tinyconv.device.errors import ModelError
+from tinyconv.device.runners import Runner, dequantize, make_runner
 from tinyconv.metrics import confusion_matrix, per_class, softmax
 
 
@@ -37,7 +37,7 @@ class RunnerSpec:
 
 
 def _build(spec: RunnerSpec) -> Runner:
-    from tinyconv.firmware_sim.model import load_tflite
+    from tinyconv.device.tflite_file import load_tflite
 
     model = load_tflite(spec.tflite_path) if spec.tflite_path else None
     return make_runner(spec.runtime, model, arena_size=spec.arena_size, onnx_path=spec.onnx_path,

@@ -1,7 +1,7 @@
-"""TFLite Micro tensor arena: measured on the host, modelled for a 32-bit MCU target.
+"""TFLite Micro tensor arena modelled for a 32-bit MCU target, from the host measurement.
 
-Host: the smallest `arena_size` that allocates and invokes, found by bisection in forked
-children (isolate.py), plus the RecordingMicroAllocator breakdown from `print_allocations()`.
+Host: the smallest `arena_size` that allocates and invokes, plus the RecordingMicroAllocator
+breakdown (`tinyconv.device.arena.measure_host_arena`, the number the exporter writes too).
 
 Target (32-bit MCU, optimized kernels) = host arena
   + extra non-persistent memory: the optimized kernels' scratch buffers, planned together with
@@ -18,12 +18,11 @@ see docs/FIRMWARE_SIM.md for the sources and the residual error per model.
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from tinyconv.firmware_sim.isolate import run_isolated
-from tinyconv.firmware_sim.model import OpInfo, TfliteModel, live_bytes_per_op
+from tinyconv.device.arena import HostArena
+from tinyconv.device.tflite_file import OpInfo, TfliteModel, live_bytes_per_op
 
 ALIGN = 16  # TFLM MicroArenaBufferAlignment(), the same on 32- and 64-bit builds
 
@@ -38,41 +37,6 @@ _OTHER_TAIL_32BIT_FACTOR = 0.5
 
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
-
-
-@dataclass(frozen=True)
-class HostArena:
-    arena_bytes: int  # smallest arena_size that works (bisection)
-    total_recorded: int
-    head_bytes: int  # non-persistent: activations + scratch (memory planner)
-    tail_bytes: int  # persistent: interpreter structs, op data, variables
-    categories: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def init_overhead_bytes(self) -> int:
-        """Temporary allocations during AllocateTensors beyond the final layout."""
-        return self.arena_bytes - self.total_recorded
-
-
-def parse_allocations(log: str) -> dict[str, Any]:
-    """Parse TFLM's RecordingMicroAllocator lines (print_allocations stderr)."""
-    def grab(pattern: str) -> int:
-        m = re.search(pattern, log)
-        return int(m.group(1)) if m else 0
-
-    cats: dict[str, dict[str, int]] = {}
-    for m in re.finditer(r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes for (\d+)", log):
-        cats[m.group(1)] = {"used": int(m.group(2)), "requested": int(m.group(3)), "count": int(m.group(4))}
-    return {"total": grab(r"allocation total (\d+)"), "head": grab(r"allocation head (\d+)"),
-            "tail": grab(r"allocation tail (\d+)"), "categories": cats}
-
-
-def measure_host_arena(model: TfliteModel) -> HostArena:
-    """Bisect the TFLM arena for this model in an isolated worker (a bad model cannot crash us)."""
-    value = run_isolated({"job": "arena", "path": model.path, "num_inputs": len(model.input_indices)})
-    parsed = parse_allocations(value["allocations_log"])
-    return HostArena(arena_bytes=int(value["arena_bytes"]), total_recorded=parsed["total"],
-                     head_bytes=parsed["head"], tail_bytes=parsed["tail"], categories=parsed["categories"])
 
 
 # ---- optimized-kernel scratch buffers ------------------------------------------------------

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from tinyconv.device.arena import measure_host_arena
+from tinyconv.device.tflite_file import load_tflite
 from tinyconv.firmware_sim.accuracy import RunnerSpec, default_workers, run_clips
-from tinyconv.firmware_sim.arena import measure_host_arena
-from tinyconv.firmware_sim.model import load_tflite
 from tinyconv.firmware_sim.synthetic import write_tiny_model
 
 

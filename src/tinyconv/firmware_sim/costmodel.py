@@ -13,13 +13,12 @@ docs/FIRMWARE_SIM.md); only the M4 points are measured, the other cores are extr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from tinyconv.firmware_sim.model import OpInfo, TfliteModel
+from tinyconv.device.tflite_file import OpInfo, TfliteModel
 
-if TYPE_CHECKING:
-    from tinyconv.firmware_sim.budgets import McuBudget
-
+# The kernel families and cores this model has constants for; budgets.py validates profiles
+# against them (budgets imports costmodel, never the reverse).
 KERNEL_FAMILIES = ("reference", "cmsis-nn", "esp-nn")
 
 # Cycles per MAC on a Cortex-M4 (the calibrated baseline).
@@ -78,7 +77,20 @@ def estimate_latency_ms(model: TfliteModel, kernels: str, core: str, clock_mhz: 
     return cycles / (clock_mhz * 1e3)
 
 
-def estimate_for_budget(model: TfliteModel, budget: McuBudget) -> dict[str, Any]:
+class CostTarget(Protocol):
+    """What the latency estimate reads of a budget (budgets.McuBudget is one)."""
+
+    @property
+    def kernels(self) -> str: ...
+
+    @property
+    def core(self) -> str: ...
+
+    @property
+    def clock_mhz(self) -> float: ...
+
+
+def estimate_for_budget(model: TfliteModel, budget: CostTarget) -> dict[str, Any]:
     per_op = [(op.name, op_cycles(op, budget.kernels, budget.core)) for op in _invoked_ops(model)]
     total = sum(c for _, c in per_op)
     by_op: dict[str, float] = {}

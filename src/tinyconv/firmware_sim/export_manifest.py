@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tinyconv.firmware_sim.errors import ModelError
+from tinyconv.device.errors import ModelError
 from tinyconv.hashing import file_sha256
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tinyconv.device.arena import measure_host_arena
+from tinyconv.device.errors import ModelError
+from tinyconv.device.tflite_file import load_tflite
 from tinyconv.errors import TinyconvError
-from tinyconv.firmware_sim.arena import measure_host_arena
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.model import load_tflite
 from tinyconv.firmware_sim.report import resolve_target
 
 BASELINE_VERSION = 1

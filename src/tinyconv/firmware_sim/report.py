@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from tinyconv.firmware_sim.arena import arena_breakdown, measure_host_arena, target_arena
+from tinyconv.device.arena import measure_host_arena
+from tinyconv.device.errors import ModelError, RuntimeFailure
+from tinyconv.device.runners import TFLITE_RUNTIMES, check_onnx, check_runtimes, host_latency_ms, make_runner
+from tinyconv.device.tflite_file import TfliteModel, load_tflite
+from tinyconv.device.tflm_log import explain_tflm_error
+from tinyconv.firmware_sim.arena import arena_breakdown, target_arena
 from tinyconv.firmware_sim.budgets import McuBudget, load_budget
 from tinyconv.firmware_sim.costmodel import estimate_code_bytes, estimate_for_budget
-from tinyconv.firmware_sim.errors import ModelError, RuntimeFailure
-from tinyconv.firmware_sim.model import TfliteModel, load_tflite
-from tinyconv.firmware_sim.runtimes import (
-    TFLITE_RUNTIMES, check_onnx, check_runtimes, explain_tflm_error, host_latency_ms, make_runner,
-)
 
 SCHEMA_VERSION = 1
 # Headroom TFLM needs over the bisected minimum is zero by definition; firmware should add its own.

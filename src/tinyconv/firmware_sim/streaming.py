@@ -39,9 +39,9 @@ from tinyconv.config import FrontendConfig
 from tinyconv.device.esphome_detector import (DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW,
                                               MIN_SLICES_BEFORE_DETECTION, detect)
 from tinyconv.device.esphome_features import ESPHOME_INPUT_SCALE, ESPHOME_INPUT_ZERO_POINT, esphome_features_int8
+from tinyconv.device.runners import Runner, dequantize
 from tinyconv.features import StreamingFrontend
 from tinyconv.firmware_sim.accuracy import model_input
-from tinyconv.firmware_sim.runtimes import Runner, dequantize
 from tinyconv.metrics import softmax
 
 

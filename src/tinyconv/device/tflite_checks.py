@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tinyconv.firmware_sim.errors import ModelError
+from tinyconv.device.errors import ModelError
 
 # A tensor over 2 GiB cannot be allocated by TFLite Micro (32-bit sizes) nor live in a flatbuffer.
 MAX_TENSOR_BYTES = 1 << 31

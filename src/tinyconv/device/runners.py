@@ -1,8 +1,9 @@
 """The three runtimes behind one small interface: ONNX Runtime, LiteRT (XNNPACK / reference), TFLM.
 
-Runners load a model in the current process; call `check_runtimes` first (it probes the same
-files in an isolated worker) so a model that would crash a native interpreter never reaches a
-runner. Every runner takes and returns arrays in the model's own dtype and input shape.
+Runners load a model in the current process; call `check_runtimes` (or measure its arena,
+arena.py) first (it probes the same files in an isolated worker) so a model that would crash a
+native interpreter never reaches a runner. Every runner takes and returns arrays in the model's
+own dtype and input shape. `run_tflm` is the exporter's batch form of `TflmRunner`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from tinyconv._quiet import native_stderr_captured
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.isolate import run_isolated
-from tinyconv.firmware_sim.model import TfliteModel
-from tinyconv.firmware_sim.validate import MAX_INPUT_ELEMENTS
+from tinyconv.device.errors import ModelError
+from tinyconv.device.isolate import run_isolated
+from tinyconv.device.tflite_checks import MAX_INPUT_ELEMENTS
+from tinyconv.device.tflite_file import TfliteModel
 
 TFLITE_RUNTIMES = ("tflm", "litert", "litert_ref")
 ALL_RUNTIMES = (*TFLITE_RUNTIMES, "onnx_int8", "onnx_float")
@@ -67,6 +68,16 @@ class TflmRunner:
 
     def reset(self) -> None:
         self._interp.reset()  # resource variables (streaming state) back to their initial values
+
+
+def run_tflm(data: bytes, x_int8: np.ndarray, arena_bytes: int) -> np.ndarray:
+    """Run int8 inputs [N, ...] through TFLite Micro one at a time; int8 outputs [N, ...].
+
+    In-process: call only with an arena known to allocate (`arena.measure_host_arena`): a failed
+    allocation here would leave the interpreter library in a state that crashes the next one.
+    """
+    runner = TflmRunner(bytes(data), int(arena_bytes))
+    return np.stack([runner.run(np.asarray(row, dtype=np.int8)[None])[0].copy() for row in x_int8])
 
 
 class LiteRTRunner:
@@ -172,18 +183,6 @@ def check_runtimes(model: TfliteModel, runtimes: list[str], arena_size: int) -> 
     value = run_isolated({"job": "probe", "path": model.path, "runtimes": wanted,
                           "num_inputs": len(model.input_indices), "arena_size": arena_size})
     return {rt: (None if res["ok"] else res["error"]) for rt, res in value.items()}
-
-
-def explain_tflm_error(message: str) -> str:
-    """Turn TFLM's log into a sentence a firmware engineer can act on."""
-    import re
-
-    m = re.search(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'", message)
-    if m:
-        return f"TFLite Micro has no kernel for op {m.group(1)}: replace it in the model or register a custom op"
-    if "Failed to get registration" in message or "Skipping op for opcode_index" in message:
-        return f"TFLite Micro cannot resolve an op in this model ({message})"
-    return message
 
 
 def make_runner(runtime: str, model: TfliteModel | None = None, *, arena_size: int = 0,

@@ -1,4 +1,8 @@
-"""Errors the firmware simulator raises for bad input (the CLI turns them into exit code 2)."""
+"""Errors of the device layer for bad input (the CLI turns them into exit code 2).
+
+`tinyconv.firmware_sim` re-exports both (they are what `simulate` raises); the exporter turns
+them into `ExportError`s with the same message.
+"""
 
 from __future__ import annotations
 

@@ -3,9 +3,11 @@
 TFLite Micro and LiteRT are C++; a malformed flatbuffer can make them abort() (TFLM's
 "All temp buffers must be freed" check does, on some arena sizes) or segfault. The caller
 therefore never loads an untrusted model in its own process: `run_isolated` starts one
-worker process (`python -m tinyconv.firmware_sim.isolate`), and the worker forks a child per
+worker process (`python -m tinyconv.device.isolate`), and the worker forks a child per
 probe, so a crash costs one fork (milliseconds), not a Python start-up (half a second).
-The child's C++ stderr is captured at file-descriptor level and returned with the result.
+The child's C++ stderr is captured at file-descriptor level and returned with the result
+(the tflite-micro Python interpreter also crashes the process on the allocation after a failed
+one, and prints why it failed only there). The exporter and the simulator both use it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tinyconv.firmware_sim.errors import RuntimeFailure
+from tinyconv.device.errors import RuntimeFailure
+from tinyconv.device.tflm_log import missing_ops, missing_ops_message
 
 PROBE_TIMEOUT_S = 60
 
@@ -73,18 +76,24 @@ def _native_message(result: dict[str, Any]) -> str:
     return f"{result['error']}" + (f" [{tail}]" if tail else "")
 
 
+def _tflm_message(result: dict[str, Any]) -> str:
+    """A failed TFLM probe: the ops it has no kernel for, named, when its log says so."""
+    ops = missing_ops(result.get("stderr", ""))
+    return missing_ops_message(ops) if ops else _native_message(result)
+
+
 def run_isolated(job: dict[str, Any], timeout_s: int = 600) -> Any:
     """Run one job in a fresh worker process; raise RuntimeFailure with the native message."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tinyconv.firmware_sim.isolate"],
+        [sys.executable, "-m", "tinyconv.device.isolate"],
         input=json.dumps(job), capture_output=True, text=True, timeout=timeout_s,
     )
     if proc.returncode != 0:
-        raise RuntimeFailure(f"firmware_sim worker failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
+        raise RuntimeFailure(f"isolated runtime worker failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
     try:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        raise RuntimeFailure(f"firmware_sim worker returned no result: {proc.stderr[-1500:]}") from None
+        raise RuntimeFailure(f"isolated runtime worker returned no result: {proc.stderr[-1500:]}") from None
     if not result.get("ok"):
         raise RuntimeFailure(result.get("error", "unknown error"))
     return result["value"]
@@ -127,7 +136,13 @@ MAX_ARENA = 16 << 20
 
 
 def _job_arena(path: str, num_inputs: int) -> dict[str, Any]:
-    """Smallest arena_size that allocates and invokes (bisection), plus the allocation record."""
+    """Smallest arena_size (1-byte resolution) that allocates and invokes, plus the allocation record.
+
+    A probe that crashes (TFLM segfaults or aborts on some too-small arenas, e.g. "Failed to
+    allocate tail memory" on microWakeWord's alexa) counts as "does not fit".
+    """
+    from tflite_micro import runtime  # noqa: F401  (imported once here, not in every forked probe)
+
     data = open(path, "rb").read()
     hi = 1 << 16
     while True:  # grow until it fits
@@ -135,7 +150,10 @@ def _job_arena(path: str, num_inputs: int) -> dict[str, Any]:
         if res["ok"]:
             break
         if hi >= MAX_ARENA:
-            return {"ok": False, "error": _native_message(res)}
+            if missing_ops(res.get("stderr", "")):
+                return {"ok": False, "error": _tflm_message(res)}
+            return {"ok": False, "error": f"TFLite Micro: no arena up to {MAX_ARENA:,} bytes works "
+                                          f"({_native_message(res)})"}
         hi *= 4
     lo = 0
     while hi - lo > 1:
@@ -154,16 +172,18 @@ def _job_probe(path: str, runtimes: list[str], num_inputs: int, arena_size: int)
     for rt in runtimes:
         if rt == "tflm":
             res = fork_call(_tflm_invoke, data, arena_size, num_inputs)
+            message = _tflm_message
         else:
             res = fork_call(_litert_invoke, data, rt == "litert_ref")
-        out[rt] = {"ok": res["ok"], "error": None if res["ok"] else _native_message(res)}
+            message = _native_message
+        out[rt] = {"ok": res["ok"], "error": None if res["ok"] else message(res)}
     return {"ok": True, "value": out}
 
 
 def _job_probe_many(paths: list[str], runtimes: list[str], arena_size: int) -> dict[str, Any]:
     """Parse each file, then probe the native runtimes on the ones that parse (fuzzing)."""
-    from tinyconv.firmware_sim.errors import ModelError
-    from tinyconv.firmware_sim.model import load_tflite
+    from tinyconv.device.errors import ModelError
+    from tinyconv.device.tflite_file import load_tflite
 
     results = []
     for p in paths:

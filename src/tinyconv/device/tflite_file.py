@@ -13,10 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from tinyconv.firmware_sim.errors import ModelError
-from tinyconv.firmware_sim.validate import check_buffers, validate_graph
+from tinyconv.device.errors import ModelError
+from tinyconv.device.tflite_checks import check_buffers, validate_graph
 
 # TFLite TensorType enum -> (name, bytes per element). Only the types a micro model uses.
 _TYPES: dict[int, tuple[str, int]] = {
@@ -254,7 +252,7 @@ def _build(model: object, data: bytes, name: str) -> TfliteModel:
     per_graph: list[list[str]] = [[] for _ in subgraphs]
     for op in ops:
         per_graph[op.subgraph].append(op.name)
-    validate_graph(model, name, _TYPES, per_graph)  # buffers, dataflow order, strides (see validate.py)
+    validate_graph(model, name, _TYPES, per_graph)  # buffers, dataflow order, strides (see tflite_checks.py)
     return TfliteModel(
         path=name, model_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
         tensors=tuple(tensors), ops=tuple(ops), input_indices=inputs, output_indices=outputs,
