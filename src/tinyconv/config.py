@@ -273,6 +273,13 @@ class DataConfig:
     recorded_max_clips: int = 0
     # Content-addressed cache of natural-engine audio, shared by datasets and runs ("" = off).
     tts_cache_dir: str = "~/.cache/tinyconv/tts"
+    # The intelligibility gate (tinyconv.data.intelligibility): a Whisper folder written by
+    # `tinyconv teacher import --whisper tiny.en|base` ("" = off). Whisper transcribes every
+    # natural-voice wake word, near miss and other wake word; a positive not heard as the wake
+    # word, or a negative heard as it, is left out (counted in labels.json; an error with
+    # `strict`). The folder is checked when synthesis starts, not here: a checkpoint's config
+    # must load on a machine without it.
+    intelligibility_gate: str = ""
     strict: bool = False
     seed: int = 0
     num_workers: int = 0  # 0 = all cores
@@ -337,6 +344,8 @@ class DataConfig:
                            "natural-voice recall is measured on a voice never heard in training")
         _check(len(held) < len(KOKORO_VOICES), f"data.kokoro_val_voices / kokoro_test_voices leave no Kokoro voice for "
                                                f"training (there are {len(KOKORO_VOICES)}: {list(KOKORO_VOICES)})")
+        _check(isinstance(self.intelligibility_gate, str) and len(self.intelligibility_gate) <= 4096,
+               f"data.intelligibility_gate must be a folder path (\"\" = off), got {_show(self.intelligibility_gate)}")
         _check(self.hibari_split in ("train", "val", "test"),
                f"data.hibari_split must be 'train', 'val' or 'test', got {_show(self.hibari_split)}")
 

@@ -144,7 +144,8 @@ def test_holdout_voices_and_their_blends_never_reach_training(tmp_path: Path) ->
                       "data.kokoro_blends=6", "data.natural_negative_seconds=0", "data.num_workers=1",
                       "data.speeds_wpm=[220]",  # fits the window at once: no second Kokoro call per clip
                       f"data.tts_cache_dir={tmp_path / 'tts'}")
-    with pytest.warns(UserWarning, match="the intelligibility gate rejected 1 natural-voice clips"):
+    with pytest.warns(UserWarning, match=r"the intelligibility gate rejected 1 of 4 natural-voice clips \(positive 1 "
+                                         r"of 3\); they were left out:\n  kokoro:"):
         out = synthesize_dataset(cfg, tmp_path / "data", gate=gate)
     rows, _ = read_manifest(out)
     kokoro = [r for r in rows if r.voice.startswith("kokoro:")]

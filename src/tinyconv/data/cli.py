@@ -26,6 +26,8 @@ def _synth(args: argparse.Namespace) -> int:
         changes["wake_word"] = args.wake_word
     if args.strict:
         changes["strict"] = True
+    if args.intelligibility_gate is not None:
+        changes["intelligibility_gate"] = args.intelligibility_gate
     config = replace(config, data=changes)
     t0 = time.perf_counter()
     out = synthesize_dataset(config, args.out)
@@ -42,7 +44,21 @@ def _synth(args: argparse.Namespace) -> int:
     if fit["faster"] or fit["too_long"]:
         print(f"  {fit['faster']} wake-word / near-miss clips spoken faster to fit the window"
               + (f", {fit['too_long']} still too long (cropped)" if fit["too_long"] else ""))
+    if info.intelligibility_gate is not None:
+        print("  " + gate_summary(info.intelligibility_gate))
     return 0
+
+
+def gate_summary(gate: dict) -> str:
+    """One line from labels.json's intelligibility_gate entry (tinyconv.data.natural_tts.GateReport)."""
+    checked, rejected = gate.get("checked", {}), gate.get("rejected", {})
+    if not checked:
+        return "intelligibility gate: no natural-voice wake words or near misses to check"
+    parts = ", ".join(f"{kind} {rejected.get(kind, 0)}/{n}" for kind, n in checked.items())
+    variant = gate.get("variant") if gate.get("variant") not in (None, "?") else ""
+    model = f"Whisper {variant}".strip() if "whisper" in gate else "custom gate"
+    return (f"intelligibility gate ({model}, {gate.get('seconds', 0):.0f} s): rejected {sum(rejected.values())} of "
+            f"{sum(checked.values())} natural-voice clips ({parts}); listed in labels.json")
 
 
 def _speech_commands(args: argparse.Namespace) -> int:
@@ -88,8 +104,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("synth", help="synthesize a wake-word dataset offline (espeak-ng, flite)")
     p.add_argument("--wake-word", help="the wake word, e.g. 'hey tiny'")
     p.add_argument("--out", required=True, help="dataset folder to write")
-    p.add_argument("--strict", action="store_true", help="fail on the first bad clip instead of skipping, and "
-                                                         "on a requested natural voice that is not installed")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad clip instead of skipping, on a "
+                                                         "requested natural voice that is not installed, and on a "
+                                                         "clip the intelligibility gate rejects")
+    p.add_argument("--intelligibility-gate", metavar="WHISPER_DIR",
+                   help="Whisper folder from `tinyconv teacher import --whisper tiny.en`: drop natural-voice wake "
+                        "words it does not hear as the wake word and near misses it does (data.intelligibility_gate)")
     add_config_args(p)
     p.set_defaults(func=_synth)
     p = dsub.add_parser("speech-commands", help="index a folder laid out like Google Speech Commands")

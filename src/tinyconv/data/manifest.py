@@ -6,6 +6,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from tinyconv.errors import TinyconvError
 
@@ -43,6 +44,9 @@ class Row:
 class DatasetInfo:
     labels: list[str]
     positive_label: str | None
+    # What the intelligibility gate did to a synthesized dataset (natural_tts.GateReport.metadata:
+    # the Whisper folder, clips checked and rejected per kind, every rejected clip); None: no gate.
+    intelligibility_gate: dict[str, Any] | None = None
 
 
 def write_manifest(dataset_dir: str | Path, rows: list[Row], info: DatasetInfo) -> None:
@@ -56,7 +60,10 @@ def write_manifest(dataset_dir: str | Path, rows: list[Row], info: DatasetInfo) 
         for row in rows:
             writer.writerow(asdict(row))
     tmp.replace(root / MANIFEST)
-    (root / LABELS).write_text(json.dumps(asdict(info), indent=2) + "\n")
+    data = asdict(info)
+    if data["intelligibility_gate"] is None:
+        del data["intelligibility_gate"]  # labels.json stays as it was for datasets without a gate
+    (root / LABELS).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def read_manifest(dataset_dir: str | Path) -> tuple[list[Row], DatasetInfo]:
@@ -74,7 +81,10 @@ def read_manifest(dataset_dir: str | Path) -> tuple[list[Row], DatasetInfo]:
         )
     try:
         raw = json.loads(lpath.read_text())
-        info = DatasetInfo(labels=list(raw["labels"]), positive_label=raw.get("positive_label"))
+        info = DatasetInfo(labels=list(raw["labels"]), positive_label=raw.get("positive_label"),
+                           intelligibility_gate=raw.get("intelligibility_gate"))
+        if info.intelligibility_gate is not None and not isinstance(info.intelligibility_gate, dict):
+            raise TypeError("intelligibility_gate is not a mapping")
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetError(f"{lpath} is malformed: {exc}") from exc
     rows: list[Row] = []

