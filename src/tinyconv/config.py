@@ -485,7 +485,12 @@ class QATConfig:
 # from `transformers` (size preset or local folder), whisper (encoder; preset or a folder written by
 # `tinyconv teacher import --whisper`), speech_embedding (Google's, frozen under ONNX Runtime /
 # LiteRT; only from a folder written by `tinyconv teacher import --speech-embedding`).
-TEACHER_KINDS: tuple[str, ...] = ("wav2vec2", "conformer", "whisper", "speech_embedding")
+TEACHER_KINDS: tuple[str, ...] = ("wav2vec2", "conformer", "whisper", "speech_embedding", "tinyconv")
+# Teachers that read the student's own feature windows: a trained tinyconv checkpoint (e.g. the
+# 7.2 M MAC window model teaching the 23 K MAC streaming model). They run on every training
+# window as the student sees it (shifted, augmented), so they need no waveforms and no cache,
+# distil logits only (no alignment layers) and are never fine-tuned.
+FEATURE_TEACHER_KINDS: tuple[str, ...] = ("tinyconv",)
 # Teachers that run outside torch and so can never be fine-tuned (only their head trains).
 FROZEN_TEACHER_KINDS: tuple[str, ...] = ("speech_embedding",)
 TEACHER_SIZES: tuple[str, ...] = ("tiny", "small", "base")
@@ -517,7 +522,7 @@ class DistillationConfig:
     teacher_learning_rate: float = 5e-4
     teacher_batch_size: int = 16
     teacher_alignment_layers: dict[str, tuple[int, ...]] = field(
-        default_factory=lambda: {kind: (-1,) for kind in TEACHER_KINDS}
+        default_factory=lambda: {kind: () if kind in FEATURE_TEACHER_KINDS else (-1,) for kind in TEACHER_KINDS}
     )
     student_alignment_layers: tuple[int, ...] = (-1,)
     # 0 = a linear projector (teacher width -> student width); > 0 = a two-layer MLP this wide.
@@ -550,6 +555,15 @@ class DistillationConfig:
                 _check(name in TEACHER_KINDS,
                        f"distill.{section}: unknown teacher {_show(name)}{_suggest(name, TEACHER_KINDS)}; "
                        f"choose from {', '.join(TEACHER_KINDS)}")
+        for name in FEATURE_TEACHER_KINDS:
+            _check(name not in self.teachers or bool(self.teacher_pretrained_dirs.get(name, "").strip()),
+                   f"distill.teachers names {name!r}: set distill.teacher_pretrained_dirs.{name} to its trained "
+                   f"run folder or checkpoint.pt")
+            _check(not self.teacher_alignment_layers.get(name, ()),
+                   f"distill.teacher_alignment_layers[{name!r}] must be empty: a {name} teacher distils its "
+                   f"logits only")
+            _check(not self.teacher_train_encoder.get(name, False),
+                   f"distill.teacher_train_encoder: a {name} teacher is a trained checkpoint and is never fine-tuned")
         for name in FROZEN_TEACHER_KINDS:
             _check(not self.teacher_train_encoder.get(name, False),
                    f"distill.teacher_train_encoder: {name!r} runs frozen outside torch (ONNX Runtime / LiteRT) "

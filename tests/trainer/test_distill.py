@@ -28,7 +28,6 @@ from tinyconv.trainer.teachers import (
     save_teacher,
 )
 
-
 # --- projector ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("teacher_dim, student_dim, hidden", [(768, 64, 0), (768, 64, 128), (256, 8, 0), (64, 24, 32)])
@@ -142,7 +141,7 @@ def test_cache_is_computed_once_and_keyed_by_teacher_and_layers(
     assert first.cache_computed == {"wav2vec2": n, "conformer": n}
     second = _trainer(dcfg, splits, teachers)
     assert second.cache_computed == {"wav2vec2": 0, "conformer": 0}
-    assert torch.equal(first.teacher_logits, second.teacher_logits)
+    assert all(torch.equal(first.teacher_logits[k], second.teacher_logits[k]) for k in first.teacher_logits)
     root = Path(dcfg.distill.teacher_cache_dir)
     files = list(root.rglob("*.pt"))
     assert len(files) == 2 * len({r.path for r in splits[0].rows}) and not list(root.rglob(".*"))
@@ -221,11 +220,12 @@ def test_loss_gradients_reach_student_and_projectors_only(
     assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in tr.projectors.parameters())
     assert tr.module.stem[0].weight.grad.abs().sum() > 0
     assert all(q.grad is None for t in (wide, *teachers.values()) for q in t.parameters())
-    assert not tr.teacher_logits.requires_grad
+    assert not any(t.requires_grad for t in tr.teacher_logits.values())
     assert set(tr.last_losses) == {"ce", "kd", "feature", "teacher_weights"} and tr.last_losses["feature"] > 0
     # The loss is the configured mix of its parts.
     dc = cfg.distill
-    mix = dc.alpha_ce * tr.last_losses["ce"] + dc.alpha_kd * tr.last_losses["kd"] + dc.alpha_feature * tr.last_losses["feature"]
+    losses = tr.last_losses
+    mix = dc.alpha_ce * losses["ce"] + dc.alpha_kd * losses["kd"] + dc.alpha_feature * losses["feature"]
     assert loss.item() == pytest.approx(mix, rel=1e-5)
 
 
@@ -258,3 +258,77 @@ def test_qat_student_distils_logits_only(dcfg: Config, splits: tuple[FeatureSet,
     loss.backward()
     assert torch.isfinite(loss) and tr.last_losses["kd"] > 0 and tr.last_losses["feature"] == 0
     assert any(q.grad is not None for q in tr.module.parameters())
+
+
+# --- a trained tinyconv checkpoint as a feature teacher ----------------------------------------
+
+@pytest.fixture(scope="module")
+def window_teacher(splits: tuple[FeatureSet, FeatureSet], tiny_dataset: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A window TinyConv trained (briefly) on the same clips: what `distill.teachers: [tinyconv]` reads."""
+    from tests.helpers import TINY_OVERRIDES
+    from tinyconv.config import load_config
+    from tinyconv.trainer.run import train
+
+    out = tmp_path_factory.mktemp("window_teacher")
+    cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={tiny_dataset}", f"train.out_dir={out}",
+                             "train.epochs=1", "train.batch_size=8"])
+    train(cfg, data={"train": splits[0], "val": splits[1]})
+    return out
+
+
+def _feature_cfg(dcfg: Config, teacher: Path, teachers: tuple[str, ...] = ("tinyconv",)) -> Config:
+    return replace(dcfg, distill={"teachers": list(teachers), "teacher_pretrained_dirs": {"tinyconv": str(teacher)}})
+
+
+def test_checkpoint_teacher_runs_on_the_windows_the_student_sees(
+        dcfg: Config, splits: tuple[FeatureSet, FeatureSet], teachers: dict[str, Teacher],
+        window_teacher: Path) -> None:
+    from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
+
+    cfg = _feature_cfg(dcfg, window_teacher, ("wav2vec2", "tinyconv"))
+    tr = _trainer(cfg, splits, {"wav2vec2": teachers["wav2vec2"]})
+    assert set(tr.teacher_logits) == {"wav2vec2"}  # only the speech teacher is cached
+    assert "tinyconv" not in tr.pairs and tr.teacher_ids["tinyconv"] != "in-memory"
+    x = torch.from_numpy(splits[0].x[:8])
+    shifted = torch.roll(x, 7, dims=1)  # any window: the feature teacher sees exactly this one
+    t = tr._teacher_logits(shifted, torch.arange(8))
+    reference = model_from_checkpoint(load_checkpoint(window_teacher / "checkpoint.pt"), form="float")
+    with torch.no_grad():
+        assert torch.allclose(t[1], reference(shifted), atol=1e-5)
+        assert not torch.allclose(t[1], reference(x), atol=1e-3)
+    assert torch.equal(t[0], tr.teacher_logits["wav2vec2"][:8])
+    before = {k: v.clone() for k, v in tr.feature_teachers["tinyconv"].state_dict().items()}
+    tr.model.train()
+    loss = tr.compute_loss(tr.model, shifted, torch.from_numpy(splits[0].y[:8]), torch.arange(8))
+    loss.backward()
+    assert tr.last_losses["kd"] > 0 and len(tr.last_losses["teacher_weights"]) == 2
+    assert all(p.grad is None for p in tr.feature_teachers["tinyconv"].parameters())
+    assert all(torch.equal(before[k], v) for k, v in tr.feature_teachers["tinyconv"].state_dict().items())
+
+
+def test_train_distils_from_a_checkpoint_teacher_without_waveforms(
+        dcfg: Config, splits: tuple[FeatureSet, FeatureSet], window_teacher: Path) -> None:
+    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.hashing import file_sha256
+    from tinyconv.trainer.run import train
+
+    cfg = _feature_cfg(dcfg, window_teacher / "checkpoint.pt")
+    result = train(cfg, data={"train": splits[0], "val": splits[1]})
+    ids = load_checkpoint(result.checkpoint_path).extra["distill"]["teachers"]
+    assert ids == {"tinyconv": file_sha256(window_teacher / "checkpoint.pt")[:16]}
+
+
+def test_checkpoint_teacher_errors_name_the_key(dcfg: Config, splits: tuple[FeatureSet, FeatureSet],
+                                                window_teacher: Path, tmp_path: Path) -> None:
+    from tinyconv.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"distill.teacher_pretrained_dirs.tinyconv"):
+        replace(dcfg, distill={"teachers": ["tinyconv"]})
+    with pytest.raises(ConfigError, match=r"teacher_alignment_layers\['tinyconv'\] must be empty"):
+        replace(_feature_cfg(dcfg, window_teacher), distill={"teacher_alignment_layers": {"tinyconv": [-1]}})
+    with pytest.raises(DistillationError, match=r"teacher_pretrained_dirs.tinyconv .*nowhere"):
+        _trainer(_feature_cfg(dcfg, tmp_path / "nowhere"), splits, {})
+    other = FeatureSet(splits[0].x, splits[0].y, ["_negative_", "okay_nabu"], "okay_nabu", splits[0].rows)
+    with pytest.raises(DistillationError, match=r"trained for labels .* same dataset"):
+        DistillationTrainer(_feature_cfg(dcfg, window_teacher), other, splits[1], dcfg.train.out_dir, teachers={})

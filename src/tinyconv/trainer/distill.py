@@ -32,9 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyconv.config import Config
+from tinyconv.checkpoint import CheckpointError, atomic_save, load_checkpoint, model_from_checkpoint
+from tinyconv.config import FEATURE_TEACHER_KINDS, Config
 from tinyconv.data.dataset import FeatureSet
-from tinyconv.checkpoint import atomic_save
+from tinyconv.errors import TinyconvError
+from tinyconv.hashing import file_sha256
 from tinyconv.trainer.loop import LAST, Trainer, TrainResult, load_training_state
 from tinyconv.trainer.teachers import (
     Teacher,
@@ -47,8 +49,6 @@ from tinyconv.trainer.teachers import (
 )
 
 CACHE_FORMAT = 1
-
-from tinyconv.errors import TinyconvError
 
 
 class DistillationError(TinyconvError, ValueError):
@@ -155,7 +155,7 @@ def pair_layers(teacher: str, teacher_layers: Sequence[int], student_layers: Seq
             f"distill.student_alignment_layers has {len(student_layers)} entries but teacher {teacher!r} "
             f"has {len(teacher_layers)} alignment layers; give one student layer, or one per teacher layer"
         )
-    return list(zip(teacher_layers, student_layers))
+    return list(zip(teacher_layers, student_layers, strict=True))
 
 
 # --- teacher cache -----------------------------------------------------------------------------
@@ -227,10 +227,13 @@ def teacher_cache_root(config: Config) -> Path:
 
 
 def load_configured_teachers(config: Config, labels: Sequence[str]) -> dict[str, Teacher]:
-    """The fine-tuned teachers `tinyconv teacher train` saved, frozen."""
+    """The fine-tuned speech teachers `tinyconv teacher train` saved, frozen (feature teachers:
+    `load_feature_teachers`)."""
     root = teacher_dir(config)
     teachers = {}
     for kind in config.distill.teachers:
+        if kind in FEATURE_TEACHER_KINDS:
+            continue
         path = root / kind
         if not path.is_dir():
             raise DistillationError(f"teacher {kind!r} not found at {path}; fine-tune it first with "
@@ -242,32 +245,73 @@ def load_configured_teachers(config: Config, labels: Sequence[str]) -> dict[str,
     return teachers
 
 
+def feature_teacher_path(config: Config, kind: str) -> Path:
+    """The checkpoint a feature teacher names: distill.teacher_pretrained_dirs[kind], a run folder
+    (its checkpoint.pt) or the checkpoint file itself."""
+    path = Path(config.distill.teacher_pretrained_dirs.get(kind, ""))
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def load_feature_teachers(config: Config, labels: Sequence[str]) -> dict[str, nn.Module]:
+    """The trained tinyconv checkpoints configured as teachers, frozen, in eval mode.
+
+    DistillationError when one is missing or was trained for other labels or other features."""
+    teachers: dict[str, nn.Module] = {}
+    for kind in config.distill.teachers:
+        if kind not in FEATURE_TEACHER_KINDS:
+            continue
+        path = feature_teacher_path(config, kind)
+        where = f"distill.teacher_pretrained_dirs.{kind} ({path})"
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise DistillationError(f"{where}: {exc}") from None
+        if list(ckpt.labels) != list(labels):
+            raise DistillationError(f"{where} was trained for labels {ckpt.labels}, this dataset has {list(labels)}: "
+                                    f"train the teacher on the same dataset")
+        if ckpt.config.frontend != config.frontend:
+            raise DistillationError(f"{where} was trained on other features (frontend settings differ): "
+                                    f"train the teacher with this config's frontend")
+        model = model_from_checkpoint(ckpt, form="float")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        teachers[kind] = model
+    return teachers
+
+
 # --- trainer -----------------------------------------------------------------------------------
 
 class DistillationTrainer(Trainer):
     """`Trainer` whose objective is CE + KD + feature alignment against cached teacher outputs.
 
-    Pass `teachers` to use in-memory teachers instead of those saved under `teacher_dir(config)`
-    (tests and benchmarks do). `waves` (aligned with `train`) skips re-reading the WAV files.
+    Speech teachers (cached outputs per clip) and feature teachers (FEATURE_TEACHER_KINDS: a
+    trained tinyconv checkpoint, run on every training window as the student sees it) mix freely.
+    Pass `teachers` / `feature_teachers` to use in-memory teachers instead of those the config
+    names (tests and benchmarks do). `waves` (aligned with `train`) skips re-reading the WAV files.
     """
 
     def __init__(self, config: Config, train: FeatureSet, val: FeatureSet, out_dir: str | Path, *,
                  teachers: dict[str, Teacher] | None = None, waves: WaveSet | None = None,
-                 **kwargs: Any) -> None:
+                 feature_teachers: dict[str, nn.Module] | None = None, **kwargs: Any) -> None:
         super().__init__(config, train, val, out_dir, **kwargs)
         dc = config.distill
-        teachers = teachers if teachers is not None else load_configured_teachers(config, train.labels)
-        missing = [k for k in dc.teachers if k not in teachers]
+        self.teacher_kinds = list(dc.teachers)
+        self.speech_kinds = [k for k in self.teacher_kinds if k not in FEATURE_TEACHER_KINDS]
+        feature_teachers = (feature_teachers if feature_teachers is not None
+                            else load_feature_teachers(config, train.labels))
+        self.feature_teachers = {k: m.to(self.device).eval() for k, m in feature_teachers.items()}
+        teachers = (teachers if teachers is not None
+                    else load_configured_teachers(config, train.labels) if self.speech_kinds else {})
+        missing = [k for k in dc.teachers if k not in teachers and k not in self.feature_teachers]
         if missing:
             raise DistillationError(f"distill.teachers names {missing} but no such teacher was given")
-        self.teacher_kinds = list(dc.teachers)
-        if waves is None:
+        if self.speech_kinds and waves is None:
             if len(train.rows) != len(train):
                 raise DistillationError("distillation needs the training FeatureSet's rows to find each clip's "
                                         "WAV (load it with tinyconv.data.dataset.load_features)")
             waves = load_waveforms(config.data.dataset_dir, train.rows, train.labels, train.positive_label,
                                    config.frontend.clip_samples, config.frontend.sample_rate_hz)
-        if len(waves) != len(train):
+        if waves is not None and len(waves) != len(train):
             raise DistillationError(f"waves has {len(waves)} clips but the training set has {len(train)}")
 
         # Student side: which maps exist, and their widths (probed once in eval mode so that BN
@@ -277,7 +321,7 @@ class DistillationTrainer(Trainer):
         self._capture = False
         self.pairs: dict[str, list[tuple[int, int]]] = {}
         teacher_layers = {k: resolve_layers(k, dc.teacher_alignment_layers.get(k, ()), teachers[k].num_layers)
-                          for k in self.teacher_kinds}
+                          if k in teachers else () for k in self.teacher_kinds}
         wants_features = dc.alpha_feature > 0 and any(teacher_layers.values())
         self.features_enabled = wants_features and self._maps is not None
         if wants_features and self._maps is None:
@@ -290,7 +334,7 @@ class DistillationTrainer(Trainer):
             for i, m in enumerate(self._maps):
                 m.register_forward_hook(self._hook(i))
             widths = self._probe_widths()
-            for k in self.teacher_kinds:
+            for k in self.speech_kinds:
                 self.pairs[k] = pair_layers(k, teacher_layers[k], student_layers)
                 for tl, sl in self.pairs[k]:
                     self.projectors[self._pkey(k, tl, sl)] = Projector(teachers[k].width, widths[sl],
@@ -304,19 +348,24 @@ class DistillationTrainer(Trainer):
             self.optimizer.add_param_group({"params": list(self.projectors.parameters()),
                                             "lr": self.learning_rate, "weight_decay": config.train.weight_decay})
             schedule = self.scheduler.lr_lambdas[0]
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [schedule] * len(self.optimizer.param_groups))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, [schedule] * len(self.optimizer.param_groups))
 
         # Teacher side: outputs for every training clip, from the disk cache (computed once).
         root = teacher_cache_root(config)
-        logits, self.hidden = [], {}
+        self.teacher_logits: dict[str, torch.Tensor] = {}  # kind -> [N, C], on CPU like the features
+        self.hidden: dict[str, dict[int, torch.Tensor]] = {}
         self.cache_computed: dict[str, int] = {}
-        for k in self.teacher_kinds:
+        for k in self.speech_kinds:
+            assert waves is not None
             out = TeacherCache(root, teachers[k], teacher_layers[k]).outputs(waves)
-            logits.append(out.logits)
-            self.hidden[k] = dict(zip(teacher_layers[k], out.hidden))
+            self.teacher_logits[k] = out.logits
+            self.hidden[k] = dict(zip(teacher_layers[k], out.hidden, strict=True))
             self.cache_computed[k] = out.computed
-        self.teacher_logits = torch.stack(logits)  # [K, N, C], on CPU like the features
-        self.teacher_ids = {k: teachers[k].identity() for k in self.teacher_kinds}
+        self.teacher_ids = {k: teachers[k].identity() for k in self.speech_kinds}
+        for k in self.feature_teachers:  # the checkpoint file's digest identifies a feature teacher
+            path = feature_teacher_path(config, k)
+            self.teacher_ids[k] = file_sha256(path)[:16] if path.is_file() else "in-memory"
         self.extra = {**self.extra, "distill": {"teachers": self.teacher_ids, "pairs": self.pairs}}
         self.last_losses: dict[str, float] = {}
 
@@ -352,7 +401,7 @@ class DistillationTrainer(Trainer):
         finally:
             self._capture = False
         ce = F.cross_entropy(logits, y, weight=self.weights, label_smoothing=self.config.train.label_smoothing)
-        t_logits = self.teacher_logits[:, idx].to(self.device)
+        t_logits = self._teacher_logits(x, idx)  # [K, B, C]
         w = confidence_weights(t_logits, dc.weighting_temperature)  # [B, K]
         kd = torch.stack([kd_per_sample(logits, t_logits[k], dc.temperature)
                           for k in range(len(self.teacher_kinds))], dim=1)
@@ -362,7 +411,7 @@ class DistillationTrainer(Trainer):
             per_teacher = []
             for kind in self.teacher_kinds:
                 terms = []
-                for tl, sl in self.pairs[kind]:
+                for tl, sl in self.pairs.get(kind, []):
                     s = student_sequence(self._captured[sl])
                     h = self.hidden[kind][tl][idx].to(self.device, torch.float32)
                     terms.append(feature_distance(s, self.projectors[self._pkey(kind, tl, sl)](h, s.shape[1])))
@@ -372,6 +421,18 @@ class DistillationTrainer(Trainer):
         self.last_losses = {"ce": ce.item(), "kd": kd.item(), "feature": feat.item(),
                             "teacher_weights": w.mean(0).tolist()}
         return dc.alpha_ce * ce + dc.alpha_kd * kd + dc.alpha_feature * feat
+
+    def _teacher_logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """[K, B, C] in distill.teachers order: cached logits of the batch's clips, or a feature
+        teacher's logits on the very windows the student sees."""
+        out = []
+        for k in self.teacher_kinds:
+            if k in self.feature_teachers:
+                with torch.no_grad():
+                    out.append(self.feature_teachers[k](x).float())
+            else:
+                out.append(self.teacher_logits[k][idx].to(self.device))
+        return torch.stack(out)
 
     # Projectors are part of the training state: saved in last.pt so a resumed run is exact.
     def _state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -397,8 +458,10 @@ __all__ = [
     "TeacherError",
     "confidence_weights",
     "feature_distance",
+    "feature_teacher_path",
     "kd_per_sample",
     "load_configured_teachers",
+    "load_feature_teachers",
     "pair_layers",
     "predictive_entropy",
     "resolve_student_layers",

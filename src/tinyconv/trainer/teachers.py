@@ -36,8 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyconv.config import FROZEN_TEACHER_KINDS, TEACHER_KINDS, TEACHER_SIZES, Config
 from tinyconv.checkpoint import atomic_save, load_torch_file
+from tinyconv.config import FEATURE_TEACHER_KINDS, FROZEN_TEACHER_KINDS, TEACHER_KINDS, TEACHER_SIZES, Config
+from tinyconv.errors import TinyconvError
 
 TEACHER_META = "tinyconv_teacher.json"
 TEACHER_HEAD = "head.pt"
@@ -68,8 +69,6 @@ WHISPER_PRESETS: dict[str, dict[str, int]] = {
     "base": dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048),
 }
 WHISPER_HOP_SAMPLES = 160  # 10 ms mel hop at 16 kHz; the encoder's conv2 halves it to 20 ms frames
-
-from tinyconv.errors import TinyconvError
 
 
 class TeacherError(TinyconvError, ValueError):
@@ -179,7 +178,8 @@ class SpeechEmbedding:
         self.folder = Path(folder)
         self.paths: dict[str, Path] = {}
         for role, stem in SPEECH_EMBEDDING_FILES.items():
-            found = [self.folder / f"{stem}{ext}" for ext in (".onnx", ".tflite") if (self.folder / f"{stem}{ext}").is_file()]
+            found = [self.folder / f"{stem}{ext}" for ext in (".onnx", ".tflite")
+                     if (self.folder / f"{stem}{ext}").is_file()]
             if not found:
                 raise TeacherError(f"teacher 'speech_embedding': {self.folder} has no {stem}.onnx or {stem}.tflite; "
                                    f"import it with `tinyconv teacher import --speech-embedding --out DIR`")
@@ -287,7 +287,7 @@ class Teacher(nn.Module):
             return 0
         return int(self.backbone.config.num_hidden_layers)
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         super().train(mode)
         if not self.train_encoder and "backbone" in self._modules:
             self.backbone.eval()  # a frozen encoder never runs dropout
@@ -296,7 +296,8 @@ class Teacher(nn.Module):
     def resolve_layers(self, layers: Sequence[int]) -> tuple[int, ...]:
         return resolve_layers(self.kind, layers, self.num_layers)
 
-    def encode(self, waveform: torch.Tensor, layers: Sequence[int] = ()) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def encode(self, waveform: torch.Tensor,
+               layers: Sequence[int] = ()) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """waveform [B, S] -> (last layer [B, frames, width], the hidden states at resolved `layers`)."""
         idx = tuple(layers)
         if self.kind == "speech_embedding":
@@ -559,7 +560,8 @@ def fine_tune_teacher(teacher: Teacher, train: WaveSet, val: WaveSet, *, epochs:
     steps = max(1, math.ceil(len(train) / batch_size)) * epochs
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+        opt, lambda s: (s + 1) / warm if s < warm
+        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
     best, best_state, history = -1.0, None, []
     for epoch in range(epochs):
@@ -623,7 +625,8 @@ def _train_head(teacher: Teacher, train: WaveSet, val: WaveSet, *, epochs: int, 
     steps = max(1, math.ceil(len(train) / batch_size)) * epochs
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+        opt, lambda s: (s + 1) / warm if s < warm
+        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     y_all = torch.from_numpy(train.y)
     best, best_state, history = -1.0, None, []
     for epoch in range(epochs):
@@ -661,6 +664,10 @@ def train_teachers(config: Config, *, out_dir: str | Path | None = None,
     train, val = data["train"], data["val"]
     results = []
     for i, kind in enumerate(dc.teachers):
+        if kind in FEATURE_TEACHER_KINDS:  # a trained checkpoint: nothing to fine-tune
+            if log is not None:
+                log(f"{kind}: a trained checkpoint ({dc.teacher_pretrained_dirs.get(kind)}), used as it is")
+            continue
         pretrained = dc.teacher_pretrained_dirs.get(kind)
         teacher = build_teacher(kind, dc.teacher_size, len(train.labels), train.labels,
                                 pretrained_dir=pretrained, seed=config.train.seed + i,
