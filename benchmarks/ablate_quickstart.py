@@ -5,7 +5,8 @@ compare test recall at 1 % FAR (all negatives / without near misses / near misse
         --variant base: --variant nodil:model.time_dilations=[1,1,1,1] [--parallel 2]
 
 Each variant is `name:key=value,key=value` (config overrides on top of --config). Runs go to
-runs/ablate/NAME (`--evaluate-only` evaluates those again without training); with --parallel N, N trainings run at once on one thread each. Writes
+runs/ablate/NAME (`--evaluate-only` evaluates those again without training); with --parallel N,
+N trainings run at once on one thread each. Writes
 benchmarks/results/ablate_quickstart.json (one row per variant, merged with earlier rows).
 These are single runs: on the 1,489-clip test split, differences of ~3-5 points are noise
 (the 1 % FAR threshold is set by the 10th highest of ~940 negatives).
@@ -70,7 +71,8 @@ def main() -> int:
     path = Path(args.results)
     rows = json.loads(path.read_text()) if path.exists() else {}
     if args.evaluate_only:
-        missing = [n for n in variants if n not in rows or not (REPO / "runs" / "ablate" / n / "checkpoint.pt").is_file()]
+        missing = [n for n in variants
+                   if n not in rows or not (REPO / "runs" / "ablate" / n / "checkpoint.pt").is_file()]
         if missing:
             raise SystemExit(f"--evaluate-only: no earlier row or checkpoint for {', '.join(missing)}")
         runs = {n: rows[n] for n in variants}
@@ -78,7 +80,7 @@ def main() -> int:
         if not args.dataset:
             raise SystemExit("--dataset is required to train")
         with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-            runs = dict(zip(variants, pool.map(lambda kv: train(kv[0], kv[1], args), variants.items())))
+            runs = dict(zip(variants, pool.map(lambda kv: train(kv[0], kv[1], args), variants.items()), strict=True))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name, run in runs.items():
         out = resolve_path(run["out"])  # recorded relative to the repository

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
+from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
 from tinyconv.config import Config, load_config, replace
 from tinyconv.metrics import classification_report
-from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
 from tinyconv.trainer.run import load_splits, predict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,6 +26,7 @@ from tinyconv.firmware_sim.costmodel import calibrate_dscnn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _results import write_results  # noqa: E402  (paths relative to the repository)
+
 REF = ROOT.parent / "shared" / "reference_models"
 MANIFEST_ARENA = {"okay_nabu": 26080, "alexa": 22348, "hey_jarvis": 22860, "vad": 16772}
 

@@ -18,7 +18,6 @@ Writes one JSON file and prints a table; exits 1 when a QAT drop misses the targ
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -31,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _results import write_results  # noqa: E402  (paths relative to the repository)
+
 TARGET_DROP_POINTS = 0.5
 
 
@@ -52,8 +52,8 @@ def _torch_logits(ckpt_path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _tflm_logits(result: Any, x: np.ndarray) -> np.ndarray:
-    from tinyconv.features import features_to_int8
     from tinyconv.device.runners import run_tflm
+    from tinyconv.features import features_to_int8
 
     m = result.manifest
     x_int8 = features_to_int8(x, m["input"]["scale"], m["input"]["zero_point"])

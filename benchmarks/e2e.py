@@ -39,6 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _results import resolve_path, write_results  # noqa: E402  (paths relative to the repository)
+
 REFERENCE_DIR = REPO.parent / "shared" / "reference_models"
 BUDGETS = ("nrf52840", "esp32s3")
 MAX_DROP_POINTS = 0.5
@@ -60,13 +61,13 @@ SCALES: dict[str, dict[str, Any]] = {
     "medium": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=1, width=1.0, epochs=30, batch=128, patience=8,
                    dilations=(1, 2, 4, 4), random_voices=200,
                    teacher_size="tiny", teacher_epochs=1, qat_epochs=4, negative_stream_s=1200.0,
-                   stream_epochs=30, negative_hours=5.0,
+                   stream_epochs=60, negative_hours=5.0,
                    stream_positives=100, stream_runtime="litert",
                    scale_base=(40, 30, 30, 10), scale_epochs=3, scale_factors=(1, 4, 16)),
     "full": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=2, width=1.0, epochs=40, batch=128, patience=10,
                  dilations=(1, 2, 4, 4), random_voices=200,
                  teacher_size="small", teacher_epochs=10, qat_epochs=8, negative_stream_s=3600.0,
-                 stream_epochs=40, negative_hours=5.0,
+                 stream_epochs=60, negative_hours=5.0,
                  scale_base=(150, 110, 110, 40), scale_epochs=5, scale_factors=(1, 4, 16)),
 }
 
@@ -142,8 +143,8 @@ def torch_accuracy(checkpoint: Path, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def tflm_accuracy(tflite: Path, manifest: dict[str, Any], arena: int, x: np.ndarray, y: np.ndarray) -> float:
-    from tinyconv.features import features_to_int8
     from tinyconv.device.runners import run_tflm
+    from tinyconv.features import features_to_int8
 
     x_int8 = features_to_int8(x, manifest["input"]["scale"], manifest["input"]["zero_point"])
     out = run_tflm(tflite.read_bytes(), x_int8, arena)
@@ -204,15 +205,27 @@ STREAM_MAX_MODEL_BYTES = 60 * 1024
 STREAM_MAX_NRF_LATENCY_MS = 10.0
 
 
-def stream_config(cfg: Any, preset: dict[str, Any], out_dir: Path) -> Any:
-    """`cfg` with the quickstart recipe's streaming model and streaming training (the default path)."""
+# The streaming student learns from the window model of the same run (distill.teachers: [tinyconv]):
+# labels + the window model's softened predictions on every shifted, augmented training window.
+STREAM_DISTILL = {"enabled": True, "teachers": ["tinyconv"], "alpha_ce": 0.5, "alpha_kd": 0.5,
+                  "alpha_feature": 0.0, "temperature": 2.0}
+
+
+def stream_config(cfg: Any, preset: dict[str, Any], out_dir: Path, teacher: Path | None = None) -> Any:
+    """`cfg` with the quickstart recipe's streaming model and streaming training (the default path);
+    with `teacher` (a window checkpoint), distilled from it."""
     from tinyconv.config import config_to_dict, load_config, replace
 
-    recipe = load_config("quickstart")
-    keys = ("stream_positive_delay_ms", "stream_negative_fraction", "selection_metric", "target_fa_per_hour")
-    return replace(cfg, model=config_to_dict(recipe)["model"],
-                   train={**{k: getattr(recipe.train, k) for k in keys}, "out_dir": str(out_dir),
-                          "epochs": preset["stream_epochs"]})
+    recipe = config_to_dict(load_config("quickstart"))
+    # The recipe's whole training section (streaming windows, stream selection, no label
+    # smoothing, no early stop), with this preset's epochs and folder; the data stays the preset's.
+    train = {k: v for k, v in recipe["train"].items() if k not in ("out_dir", "epochs", "seed", "device")}
+    out = replace(cfg, model=recipe["model"],
+                  train={**train, "out_dir": str(out_dir), "epochs": preset["stream_epochs"],
+                         "early_stopping_patience": preset["stream_epochs"]})
+    if teacher is None:
+        return out
+    return replace(out, distill={**STREAM_DISTILL, "teacher_pretrained_dirs": {"tinyconv": str(teacher)}})
 
 
 def _music(seconds: float, rng: np.random.Generator, sr: int = 16000) -> np.ndarray:
@@ -254,18 +267,20 @@ def _music(seconds: float, rng: np.random.Generator, sr: int = 16000) -> np.ndar
     return out / (np.sqrt(np.mean(out**2)) + 1e-9)
 
 
-def heldout_negative_streams(cfg: Any, ds: Path, hours: float, seed: int, stream_s: float = 600.0) -> tuple[list[Any], dict[str, Any]]:
+def heldout_negative_streams(cfg: Any, ds: Path, hours: float, seed: int,
+                             stream_s: float = 600.0) -> tuple[list[Any], dict[str, Any]]:
     """`hours` of negative audio that training never used, as `stream_s` streams: new sentences and
     other assistants' wake words spoken by the test split's voices (speaker-disjoint from training),
     alone or over noise or music, babble, procedural music and coloured noise, some in newly
     simulated rooms."""
+    from scipy.signal import fftconvolve
+
     from tinyconv.data.augment import coloured_noise, simulate_rirs
     from tinyconv.data.manifest import read_manifest
     from tinyconv.data.phrases import LONG_SENTENCES, other_phrases, other_wake_words
     from tinyconv.data.synth import num_workers, parallel_map
     from tinyconv.data.tts import available_voices
     from tinyconv.firmware_sim.streaming import Stream
-    from scipy.signal import fftconvolve
 
     sr = 16000
     rng = np.random.default_rng([seed, 5])
@@ -369,10 +384,10 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
     from tinyconv.config import replace
     from tinyconv.data.audio import load_audio
     from tinyconv.data.manifest import read_manifest, resolve
-    from tinyconv.export import export_checkpoint
-    from tinyconv.device.tflite_file import load_tflite
-    from tinyconv.firmware_sim.report import simulate
     from tinyconv.device.runners import make_runner
+    from tinyconv.device.tflite_file import load_tflite
+    from tinyconv.export import export_checkpoint
+    from tinyconv.firmware_sim.report import simulate
     from tinyconv.firmware_sim.streaming import DetectorConfig, build_streams, evaluate_streams
     from tinyconv.trainer.run import load_splits, train
     from tinyconv.trainer.teachers import train_teachers
@@ -466,7 +481,10 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
     res["ours"] = summarize_sim(sim)
 
     # The streaming model of the default path (quickstart recipe), exported for ESPHome.
-    stream_ckpt = fit("stream", stream_config(cfg, preset, root / "stream"))
+    # Its teacher: the window V2 that seeded QAT (float; chosen by validation metric).
+    res["stream_teacher"] = None if args.no_stream_teacher else best_name
+    stream_ckpt = fit("stream", stream_config(cfg, preset, root / "stream",
+                                              None if args.no_stream_teacher else best_ckpt))
     log(f"{word}: export the streaming model for ESPHome")
     stream_dir = root / "export_stream"
     if stream_dir.exists() and not (stream_dir / "manifest.json").exists():
@@ -522,7 +540,8 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
     res["streams"]["runtime_ours"] = stream_runtime
     runner = make_runner(stream_runtime, model, arena_size=sim["arena_bytes_host"])
     res["ours"]["streaming"] = stream_summary(
-        evaluate_streams(runner, streams, positive_index=info.labels.index(label), target_fa_per_hour=TARGET_FA_PER_HOUR))
+        evaluate_streams(runner, streams, positive_index=info.labels.index(label),
+                         target_fa_per_hour=TARGET_FA_PER_HOUR))
     seconds["streaming_ours"] = t()
 
     log(f"{word}: streaming, our streaming model (ESPHome detector: its manifest's window and cutoff)")
@@ -546,7 +565,8 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
         log(f"{word}: streaming, microWakeWord {ref_name}")
         t = Timer()
         path = ref_dir / f"{ref_name}.tflite"
-        meta = json.loads((ref_dir / f"{ref_name}.json").read_text()) if (ref_dir / f"{ref_name}.json").is_file() else {}
+        meta_path = ref_dir / f"{ref_name}.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         micro = meta.get("micro", {})
         msim = simulate(path, list(BUDGETS), latency_repeats=args.latency_repeats)
         mww = summarize_sim(msim)
@@ -555,7 +575,8 @@ def run_word(word: str, preset: dict[str, Any], work: Path, args: argparse.Names
         det = DetectorConfig(window=int(micro.get("sliding_window_size", 5)),
                              cutoff=float(micro.get("probability_cutoff", 0.9)))
         mrunner = make_runner("tflm", load_tflite(path), arena_size=msim["arena_bytes_host"])
-        mww["streaming"] = stream_summary(evaluate_streams(mrunner, streams, det, target_fa_per_hour=TARGET_FA_PER_HOUR))
+        mww["streaming"] = stream_summary(
+            evaluate_streams(mrunner, streams, det, target_fa_per_hour=TARGET_FA_PER_HOUR))
         seconds["streaming_mww"] = t()
         res["mww"] = mww
 
@@ -605,10 +626,10 @@ def scale_study(word: str, preset: dict[str, Any], work: Path, export_dir: Path 
                            latency_repeats=args.latency_repeats, workers=args.workers)
             sim_s = t()
             test_clips = rep.get("accuracy", {}).get("num_clips")
-        rows.append({"factor": f, "sizes": list(sizes), "clips_train": len(data["train"]), "clips_val": len(data["val"]),
-                     "clips_test": test_clips, "synthesize_s": synth_s, "synth_reused": reused, "features_s": feat_s,
-                     "train_s": train_s, "train_epochs": r.epochs_run, "train_clips_per_s": r.clips_per_second,
-                     "simulate_s": sim_s})
+        rows.append({"factor": f, "sizes": list(sizes), "clips_train": len(data["train"]),
+                     "clips_val": len(data["val"]), "clips_test": test_clips, "synthesize_s": synth_s,
+                     "synth_reused": reused, "features_s": feat_s, "train_s": train_s, "train_epochs": r.epochs_run,
+                     "train_clips_per_s": r.clips_per_second, "simulate_s": sim_s})
     base = rows[0] if rows else None
     for r in rows:
         for key in ("synthesize_s", "train_s", "simulate_s"):
@@ -639,7 +660,8 @@ def verdict(ours: dict[str, Any], mww: dict[str, Any]) -> dict[str, str]:
         out["frr"] = "n/a (no cutoff reached the FA/h target)"
     else:
         out["frr"] = "win" if so < sm else ("tie" if so == sm else "lose")
-    for key, name in (("model_bytes", "model_bytes"), ("arena_bytes_host", "arena"), ("macs_per_second_audio", "macs_s")):
+    for key, name in (("model_bytes", "model_bytes"), ("arena_bytes_host", "arena"),
+                      ("macs_per_second_audio", "macs_s")):
         a, b = ours.get(key), mww.get(key)
         out[name] = "n/a" if a is None or b is None else ("win" if a < b else ("tie" if a == b else "lose"))
     ea = ours["budgets"].get("esp32s3", {}).get("arena_bytes_target")
@@ -657,20 +679,24 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"(**scale `{s['scale']}`**). JSON: `{report['json']}`.")
     if s["scale"] != "full":
         what = ("the quickstart recipe (dilated blocks, 200 generated training voices) on a fifth of its data "
-                "per word, 30 epochs, tiny teachers and half an hour of stream audio per word" if s["scale"] == "medium" else
+                "per word, 30 epochs, tiny teachers and half an hour of stream audio per word"
+                if s["scale"] == "medium" else
                 "small synthetic datasets, short training and minutes of stream audio")
         L.append(f"> This table is from the `{s['scale']}` scale: {what}. It is **not** the production "
-                 f"measurement (`--scale full`: two augmented copies per utterance, 40 epochs, small teachers, an hour of negative stream).")
+                 f"measurement (`--scale full`: two augmented copies per utterance, 40 epochs, small teachers, "
+                 f"an hour of negative stream).")
     L.append("")
     L.append(f"Host: {report['host']['machine']}, {report['host']['cpus']} CPUs shared with other work "
              f"(load average {report['host']['load_start']} at start, {report['host']['load_end']} at end), "
-             f"run under `nice -n {report['host'].get('nice', 0)}`; torch {report['host']['torch']}, Python {report['host']['python']}. "
+             f"run under `nice -n {report['host'].get('nice', 0)}`; torch {report['host']['torch']}, "
+             f"Python {report['host']['python']}. "
              f"Total wall time {report['total_seconds'] / 60:.1f} min.")
     L.append("")
     L.append("## Targets (checked by the script; exit 1 when one fails)")
     L.append("")
-    L.append(f"| wake word | float V2 test acc (PyTorch) | INT8 test acc (TFLite Micro) | drop (target <= {MAX_DROP_POINTS} pt) "
-             f"| test clips (1 clip =) | majority-class acc | fits nRF52840 | fits ESP32-S3 | all |")
+    L.append(f"| wake word | float V2 test acc (PyTorch) | INT8 test acc (TFLite Micro) "
+             f"| drop (target <= {MAX_DROP_POINTS} pt) | test clips (1 clip =) | majority-class acc | fits nRF52840 "
+             f"| fits ESP32-S3 | all |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     degenerate = []
     for w in report["words"]:
@@ -684,7 +710,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             degenerate.append(w["wake_word"])
         L.append(f"| {w['wake_word']} | {fmt_pct(q['float_test_accuracy'])} ({q['float_model']}) | "
                  f"{fmt_pct(q['int8_tflm_test_accuracy'])} | {q['drop_points']:+.2f} pt "
-                 f"{'PASS' if t['int8_drop_le_0p5'] else 'FAIL'} | {q['test_clips']} ({q['one_clip_points']:.2f} pt) | {fmt_pct(majority)} | "
+                 f"{'PASS' if t['int8_drop_le_0p5'] else 'FAIL'} | {q['test_clips']} ({q['one_clip_points']:.2f} pt) | "
+                 f"{fmt_pct(majority)} | "
                  f"{'PASS' if t['fits_nrf52840'] else 'FAIL'} | {'PASS' if t['fits_esp32s3'] else 'FAIL'} | "
                  f"{'PASS' if ok else 'FAIL'} |")
     L.append("")
@@ -709,18 +736,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             if name == w["qat_init"]:
                 note = "best V2 by val: QAT init"
             if name == "v2_qat":
-                note = f"QAT+fusion, test acc = fake-quant PyTorch; TFLM INT8 {fmt_pct(w['quantization']['int8_tflm_test_accuracy'])}"
+                note = ("QAT+fusion, test acc = fake-quant PyTorch; "
+                        f"TFLM INT8 {fmt_pct(w['quantization']['int8_tflm_test_accuracy'])}")
             L.append(f"| {w['wake_word']} | {name} | {m['val_metric']:.3f} | {fmt_pct(m['test_accuracy_float'])} | "
                      f"{w['seconds'].get('train_' + name, 0):.0f} | {note} |")
         if "teachers" in w:
             tch = ", ".join(f"{k} {fmt_pct(v['val_accuracy'])}" for k, v in w["teachers"].items())
-            L.append(f"| {w['wake_word']} | teachers ({s['teacher_size']}, val acc) | | | {w['seconds']['teachers']:.0f} | {tch} |")
+            L.append(f"| {w['wake_word']} | teachers ({s['teacher_size']}, val acc) | | | "
+                     f"{w['seconds']['teachers']:.0f} | {tch} |")
     L.append("")
     L.append("Val metric: `train.selection_metric` (wake-word recall at 1 % false accepts on the validation split).")
     L.append("")
     L.append("## Deployment: exported INT8 model on the MCU budgets")
     L.append("")
-    L.append("| wake word | model bytes | MACs / inference | arena host | MCU | arena target | flash needed | est. latency | fits |")
+    L.append("| wake word | model bytes | MACs / inference | arena host | MCU | arena target | flash needed | "
+             "est. latency | fits |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     for w in report["words"]:
         if "error" in w:
@@ -760,17 +790,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         st = w["streams"]
         rows = [("tinyconv V2 (ours, QAT INT8)", w["ours"])]
         if "stream" in w:
-            rows.insert(0, (f"stream_tinyconv (ours, INT8, ESPHome pair)", w["stream"]))
+            rows.insert(0, ("stream_tinyconv (ours, INT8, ESPHome pair)", w["stream"]))
         if "skipped" not in w["mww"]:
             rows.append(("microWakeWord v2 (released)", w["mww"]))
         for name, m in rows:
             sm = m["streaming"]
             at = sm["at_default_cutoff"]
-            frr = "n/a" if sm["frr_at_target"] is None else f"{fmt_pct(sm['frr_at_target'])} ({sm['cutoff_at_target']:.2f})"
+            frr = ("n/a" if sm["frr_at_target"] is None
+                   else f"{fmt_pct(sm['frr_at_target'])} ({sm['cutoff_at_target']:.2f})")
             L.append(f"| {w['wake_word']} | {name} | {frr} | {fmt_pct(at['frr'])} / {at['fa_per_hour']:.1f} "
-                     f"(cutoff {sm['detector']['cutoff']:.2f}) | {fmt_int(m['model_bytes'])} | {fmt_int(m['arena_bytes_host'])} | "
+                     f"(cutoff {sm['detector']['cutoff']:.2f}) | {fmt_int(m['model_bytes'])} | "
+                     f"{fmt_int(m['arena_bytes_host'])} | "
                      f"{fmt_int(m['budgets'].get('esp32s3', {}).get('arena_bytes_target'))} | "
-                     f"{fmt_int(m['macs_per_second_audio'])} | {st['hours'] * 60:.1f} min, {st['positives_placed']} positives |")
+                     f"{fmt_int(m['macs_per_second_audio'])} | {st['hours'] * 60:.1f} min, "
+                     f"{st['positives_placed']} positives |")
         if "skipped" in w["mww"]:
             L.append(f"| {w['wake_word']} | microWakeWord | skipped: {w['mww']['skipped']} | | | | | | |")
         else:
@@ -826,8 +859,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                  "`--scale full` with width 1.0, and hours-long negative streams so the cutoff is set on real false "
                  "accepts instead of on zero events; teachers with pretrained speech weights "
                  "(`distill.teacher_pretrained_dirs`) for distillation to help (docs/EXPERT_DISTILLATION_GUIDE.md).")
-        L.append("- **Model bytes / arena**: a narrower V2 (`tinyconv_v2_075`, `_050`) trades accuracy for flash and RAM; "
-                 "the arena is dominated by the first activations (98x40 input, stride-2 stem), which a streaming model also shrinks.")
+        L.append("- **Model bytes / arena**: a narrower V2 (`tinyconv_v2_075`, `_050`) trades accuracy for flash "
+                 "and RAM; the arena is dominated by the first activations (98x40 input, stride-2 stem), which a "
+                 "streaming model also shrinks.")
         L.append("")
     stream_words = [w for w in report["words"] if "stream" in w]
     if stream_words:
@@ -836,12 +870,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         L.append(f"`stream_tinyconv` from the quickstart recipe (streaming training, selection on validation streams), "
                  f"exported with `--formats esphome` and run as ESPHome feeds it (TFLite Micro, its manifest's sliding "
                  f"window and cutoff). Targets: <= {STREAM_MAX_MACS:,} MACs per 30 ms step, arena <= "
-                 f"{STREAM_MAX_ARENA_ESP32S3:,} B on the simulator's ESP32-S3 model, model <= {STREAM_MAX_MODEL_BYTES:,} B, "
+                 f"{STREAM_MAX_ARENA_ESP32S3:,} B on the simulator's ESP32-S3 model, "
+                 f"model <= {STREAM_MAX_MODEL_BYTES:,} B, "
                  f"nRF52840 step latency <= {STREAM_MAX_NRF_LATENCY_MS:g} ms (cost model), FRR at <= "
-                 f"{TARGET_FA_PER_HOUR} FA/h no worse than our window model's and microWakeWord's on the same streams.")
+                 f"{TARGET_FA_PER_HOUR} FA/h no worse than our window model's and microWakeWord's on the same "
+                 f"streams.")
         L.append("")
         L.append("| wake word | MACs / step | model bytes | arena ESP32-S3 (target) | manifest tensor_arena_size | "
-                 "nRF52840 latency | cutoff (manifest) | FRR @ <= 0.5 FA/h: stream / window / microWakeWord | targets |")
+                 "nRF52840 latency | cutoff (manifest) | FRR @ <= 0.5 FA/h: stream / window / microWakeWord "
+                 "| targets |")
         L.append("|---|---|---|---|---|---|---|---|---|")
         for w in stream_words:
             st, t = w["stream"], w["targets"]
@@ -870,16 +907,20 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"`simulate()` of the exported model over the test split on every runtime plus streaming. "
                  f"Same shared, niced host: treat ratios as rough.")
         L.append("")
-        L.append("| size | clips train/val/test | synthesis s (x) | features s | training s (x) | train clips/s | simulation s (x) |")
+        L.append("| size | clips train/val/test | synthesis s (x) | features s | training s (x) | train clips/s "
+                 "| simulation s (x) |")
         L.append("|---|---|---|---|---|---|---|")
+
+        def cell(row: dict[str, Any], key: str) -> str:
+            v = row.get(key + "_s")
+            x = row.get(key + "_x")
+            return "n/a" if v is None else f"{v:.1f} ({x:.1f}x)" if x is not None else f"{v:.1f}"
+
         for r in sc:
-            def cell(key: str) -> str:
-                v = r.get(key + "_s")
-                x = r.get(key + "_x")
-                return "n/a" if v is None else f"{v:.1f} ({x:.1f}x)" if x is not None else f"{v:.1f}"
-            synth = "reused" if r["synth_reused"] else cell("synthesize")
+            synth = "reused" if r["synth_reused"] else cell(r, "synthesize")
             L.append(f"| {r['factor']}x | {r['clips_train']}/{r['clips_val']}/{r['clips_test'] or 'n/a'} | {synth} | "
-                     f"{r['features_s']:.1f} | {cell('train')} | {r['train_clips_per_s']:.0f} | {cell('simulate')} |")
+                     f"{r['features_s']:.1f} | {cell(r, 'train')} | {r['train_clips_per_s']:.0f} | "
+                     f"{cell(r, 'simulate')} |")
         L.append("")
         L.append(f"Load average went from {report['host']['load_start']} to {report['host']['load_end']} during the "
                  f"run (other jobs on the same 2 cores): single timings of a few seconds are noise.")
@@ -912,7 +953,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     L.append("```bash")
     L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale tiny    # minutes: pipeline sanity")
     L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale small   # tens of minutes")
-    L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale medium  # ~12-16 min: the quickstart recipe on a fifth of its data")
+    L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale medium  # ~12-16 min: the quickstart recipe "
+             "on a fifth of its data")
     L.append("nice -n 15 .venv/bin/python benchmarks/e2e.py --scale full    # hours on a CPU host")
     L.append("```")
     L.append("")
@@ -929,11 +971,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/e2e_<scale>.json")
     parser.add_argument("--results-md", type=Path, default=REPO / "docs" / "RESULTS.md")
     parser.add_argument("--reference-dir", type=Path, default=REFERENCE_DIR)
-    parser.add_argument("--scale-factors", default=None, help="comma-separated multiples of the base size (default 1,4,16)")
+    parser.add_argument("--scale-factors", default=None,
+                        help="comma-separated multiples of the base size (default 1,4,16)")
     parser.add_argument("--no-scale-study", action="store_true")
     parser.add_argument("--reuse-data", action="store_true", help="keep a synthesized dataset whose config matches")
     parser.add_argument("--skip-distillation", action="store_true",
                         help="no teachers and no distilled V2 (QAT starts from the float V2)")
+    parser.add_argument("--no-stream-teacher", action="store_true",
+                        help="train the streaming model without distilling it from the window model")
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="simulator worker processes")
     parser.add_argument("--seed", type=int, default=0)
@@ -991,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "e2e", "schema_version": 1,
         "command": "benchmarks/e2e.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "started_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "settings": {"scale": args.scale, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in preset.items()},
                      "wake_words": words, "seed": args.seed, "scale_factors": factors,
                      "max_drop_points": MAX_DROP_POINTS, "target_fa_per_hour": TARGET_FA_PER_HOUR,
@@ -1004,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
     for word in words:
         try:
             report["words"].append(run_word(word, preset, work, args))
-        except Exception as exc:  # record and keep going: the report says what failed
+        except Exception as exc:  # noqa: BLE001 (record and keep going: the report says what failed)
             traceback.print_exc()
             report["words"].append({"wake_word": word, "error": f"{type(exc).__name__}: {exc}"})
     report["scale_word"] = words[0]
@@ -1013,14 +1058,14 @@ def main(argv: list[str] | None = None) -> int:
         export_dir = Path(first["export_dir"]) if "export_dir" in first else None
         try:
             report["scale_study"] = scale_study(words[0], preset, work, export_dir, factors, args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (recorded as scale_study_error, which fails the report)
             traceback.print_exc()
             report["scale_study_error"] = f"{type(exc).__name__}: {exc}"
     report["targets"] = {w["wake_word"]: w.get("targets", {"ran": False}) for w in report["words"]}
     report["pass"] = all(all(t.values()) for t in report["targets"].values()) and "scale_study_error" not in report
     report["total_seconds"] = total()
     report["host"]["load_end"] = round(os.getloadavg()[0], 2)
-    report["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report["finished_utc"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
         report["json"] = str(out.resolve().relative_to(REPO))
     except ValueError:

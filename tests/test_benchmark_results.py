@@ -77,5 +77,6 @@ def test_paths_are_written_relative_to_the_repository_and_read_back(tmp_path: Pa
     assert written["similar"] != "line/x"
     assert resolve_path(written["work_dir"]) == REPO / "runs" / "e2e_tiny"
     assert resolve_path(written["dataset"]) == tmp / "bench" / "data"
-    assert resolve_path(written["models"][0]).resolve() == (REPO.parent / "shared" / "reference_models" / "m.tflite").resolve()
+    shared_model = REPO.parent / "shared" / "reference_models" / "m.tflite"
+    assert resolve_path(written["models"][0]).resolve() == shared_model.resolve()
     assert portable({"k": 1.5, "n": None}) == {"k": 1.5, "n": None}

@@ -22,7 +22,8 @@ def test_defaults_and_derived_values() -> None:
 
 
 def test_unknown_key_suggests_closest() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key model\.tiny_conv_use_depthwis .*did you mean 'tiny_conv_use_depthwise'"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown key model\.tiny_conv_use_depthwis .*did you mean 'tiny_conv_use_depthwise'"):
         config_from_dict({"model": {"tiny_conv_use_depthwis": False}})
 
 

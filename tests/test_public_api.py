@@ -39,6 +39,7 @@ def test_public_names_are_the_library_functions() -> None:
     from tinyconv.trainer.run import evaluate_checkpoint, quickstart, train
 
     assert set(API) <= set(tinyconv.__all__) and set(API) <= set(dir(tinyconv))
+    assert set(tinyconv.__all__) == {"__version__", *tinyconv._API}  # __all__ is spelled out by hand
     assert (tinyconv.load_config, tinyconv.export_checkpoint, tinyconv.simulate, tinyconv.create_model,
             tinyconv.list_models, tinyconv.evaluate, tinyconv.quickstart, tinyconv.train) == (
         load_config, export_checkpoint, simulate_report, create_model, list_models, evaluate_checkpoint,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import skip_unless_ci
 

@@ -36,7 +36,21 @@ _API = {
     "SimulationReport": ("tinyconv.firmware_sim.report", "SimulationReport"),
 }
 
-__all__ = ["__version__", *_API]
+# Spelled out (not computed from _API) so linters and type checkers see the re-exports;
+# tests/test_public_api.py checks that the two agree.
+__all__ = [
+    "SimulationReport",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "export_checkpoint",
+    "list_models",
+    "load_config",
+    "quickstart",
+    "simulate",
+    "synthesize_dataset",
+    "train",
+]
 
 if TYPE_CHECKING:
     from tinyconv.config import load_config

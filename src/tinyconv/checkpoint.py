@@ -20,11 +20,10 @@ import torch
 import torch.nn as nn
 
 from tinyconv.config import Config, config_from_dict, config_to_dict
+from tinyconv.errors import TinyconvError
 from tinyconv.models import build_model
 
 FORMAT_VERSION = 1
-
-from tinyconv.errors import TinyconvError
 
 
 class CheckpointError(TinyconvError, ValueError):

@@ -15,6 +15,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from tinyconv import _quiet
+from tinyconv.errors import TinyconvError
+
 # Subpackages with commands, imported lazily so `tinyconv simulate` never imports torch.
 _COMMAND_MODULES = {
     "data": "tinyconv.data.cli",
@@ -29,10 +32,6 @@ _COMMAND_MODULES = {
     "ui": "tinyconv.ui.cli",
     "recipes": "tinyconv.recipes.cli",
 }
-
-
-from tinyconv import _quiet
-from tinyconv.errors import TinyconvError
 
 # Exit code of an unexpected exception (a bug): distinct from 0 ok, 1 gate failed, 2 input error.
 INTERNAL_ERROR = 3

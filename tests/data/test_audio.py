@@ -43,7 +43,7 @@ def test_other_rates_are_resampled_and_stereo_downmixed(tmp_path: Path) -> None:
         (lambda p: sf.write(p, np.full(100, np.nan, dtype=np.float32), 16000, subtype="FLOAT"), "NaN", "invalid"),
     ],
 )
-def test_bad_clips_raise_clear_errors(tmp_path: Path, make, message: str, category: str) -> None:  # noqa: ANN001
+def test_bad_clips_raise_clear_errors(tmp_path: Path, make, message: str, category: str) -> None:
     path = tmp_path / "bad.wav"
     make(path)
     with pytest.raises(AudioError, match=message) as info:

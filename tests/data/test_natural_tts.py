@@ -13,16 +13,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyconv.config import ConfigError, KOKORO_VOICES, load_config
+from tests.helpers import skip_unless_ci, tiny_config
+from tinyconv.config import KOKORO_VOICES, ConfigError, load_config
 from tinyconv.data import natural_tts
 from tinyconv.data.manifest import read_manifest, resolve
-from tinyconv.data.natural_tts import (HIBARI_VOICE, GateItem, TTSWarning, clip_count, gate_rejections, kokoro_style,
-                                       kokoro_voice, kokoro_voices, missing_message, natural_voices,
-                                       synthesize_natural)
+from tinyconv.data.natural_tts import (
+    HIBARI_VOICE,
+    GateItem,
+    TTSWarning,
+    clip_count,
+    gate_rejections,
+    kokoro_style,
+    kokoro_voice,
+    kokoro_voices,
+    missing_message,
+    natural_voices,
+    synthesize_natural,
+)
 from tinyconv.data.phrases import natural_stretches, other_wake_words
 from tinyconv.data.synth import synthesize_dataset
 from tinyconv.data.tts import TTSError, synthesize
-from tests.helpers import skip_unless_ci, tiny_config
 
 
 def _need(source: str) -> None:
@@ -67,7 +77,8 @@ def test_each_engine_speaks_a_short_phrase(engine: str) -> None:
 def test_hibari_pitch_moves_f0_by_the_stated_factor() -> None:
     _need("hibari")
     text = "Hello there, how are you doing today?"
-    low, mid, high = (synthesize_natural(text, HIBARI_VOICE, speed_wpm=150, pitch=p, cache_dir="") for p in (25, 50, 75))
+    low, mid, high = (synthesize_natural(text, HIBARI_VOICE, speed_wpm=150, pitch=p, cache_dir="")
+                      for p in (25, 50, 75))
     assert len(low) == len(mid) == len(high)  # same timing: only F0 moves
     for audio, pitch in ((low, 25), (high, 75)):
         ratio = _f0(audio) / _f0(mid)

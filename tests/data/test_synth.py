@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import tiny_config
 from tinyconv.config import replace
 from tinyconv.data.dataset import load_features
 from tinyconv.data.manifest import DatasetError, read_manifest, resolve
 from tinyconv.data.phrases import confusable_phrases, other_phrases, phonemes, phonemes_of
 from tinyconv.data.synth import MAX_WPM, phrase_fit_counts, plan_utterances, speak_to_fit, synthesize_dataset
 from tinyconv.data.tts import Voice, available_voices, espeak_accents, random_voices, synthesize
-from tests.helpers import tiny_config
 
 
 def test_manifest_splits_are_speaker_disjoint(tiny_dataset: Path) -> None:

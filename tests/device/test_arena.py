@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import reference_model
 from tinyconv.device.arena import measure_host_arena
 from tinyconv.device.errors import RuntimeFailure
 from tinyconv.device.tflite_file import load_tflite
 from tinyconv.device.tflm_log import explain_tflm_error, missing_ops
 from tinyconv.firmware_sim.synthetic import write_tiny_model
-
-from tests.helpers import reference_model
 
 # Smallest arena_size with which TFLite Micro (reference kernels, this host) allocates and invokes.
 MWW_HOST_ARENA = {"alexa": 20_720, "okay_nabu": 24_512}

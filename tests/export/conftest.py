@@ -50,5 +50,6 @@ def ptq_export(trained: Trained, tmp_path_factory: pytest.TempPathFactory):  # t
     from tinyconv.export import export_checkpoint
 
     return export_checkpoint(
-        trained.float_path, tmp_path_factory.mktemp("exp") / "ptq", formats="tflite,onnx,c", representative=trained.train_x
+        trained.float_path, tmp_path_factory.mktemp("exp") / "ptq", formats="tflite,onnx,c",
+        representative=trained.train_x,
     )

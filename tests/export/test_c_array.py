@@ -20,7 +20,10 @@ int main(int argc, char** argv) {
   if (!f) return 3;
   unsigned int n = 0; int c;
   while ((c = fgetc(f)) != EOF) {
-    if (n >= g_tinyconv_model_data_len || g_tinyconv_model_data[n] != (unsigned char)c) { printf("differs at %u\n", n); return 1; }
+    if (n >= g_tinyconv_model_data_len || g_tinyconv_model_data[n] != (unsigned char)c) {
+      printf("differs at %u\n", n);
+      return 1;
+    }
     n++;
   }
   fclose(f);
@@ -120,7 +123,8 @@ def test_cortex_m4_compile_and_flash_size(qat_export, tmp_path: Path) -> None:  
     out = qat_export.out_dir
     obj = tmp_path / "model_data.o"
     subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
-                    "-Os", "-Wall", "-Werror", "-c", str(out / "model_data.cc"), "-I", str(out), "-o", str(obj)], check=True)
+                    "-Os", "-Wall", "-Werror", "-c", str(out / "model_data.cc"), "-I", str(out), "-o", str(obj)],
+                   check=True)
     size = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True, check=True).stdout
     text, data = (int(v) for v in re.split(r"\s+", size.splitlines()[1].strip())[:2])
     flash = text + data

@@ -17,9 +17,10 @@ import torch
 # pair: (min top-1 agreement, min fraction of logits within 2 output LSB, max LSB anywhere)
 # The integer-kernel reference gives TFLite Micro's output bit for bit, and every intermediate
 # int8 tensor of LiteRT's BUILTIN_REF kernels; LiteRT's FULLY_CONNECTED alone rescales with a
-# multiplier rounded to 16 bits and one rounding, 1 LSB off on ~1-2 % of logits. The float QDQ graph (and ONNX Runtime, which runs it) rounds once, half to even, where
-# the kernels round twice (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT, ties away
-# from zero) and MEAN folds 1/N into its multiplier: ~0.05 % of stem outputs and ~1-2 % of the
+# multiplier rounded to 16 bits and one rounding, 1 LSB off on ~1-2 % of logits. The float QDQ
+# graph (and ONNX Runtime, which runs it) rounds once, half to even, where the kernels round
+# twice (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT, ties away from zero) and
+# MEAN folds 1/N into its multiplier: ~0.05 % of stem outputs and ~1-2 % of the
 # last conv's outputs move by one LSB or more, and the classifier turns one pooled LSB into up to
 # ~4 output LSB. A broken conversion misses by tens of LSB.
 TOLERANCES: dict[str, tuple[float, float, float]] = {
@@ -53,9 +54,9 @@ def _check(pair: str, a_top1: np.ndarray, b_top1: np.ndarray, lsb: np.ndarray, s
 def test_cross_runtime_equivalence(which: str, request: pytest.FixtureRequest, trained) -> None:  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 
-    from tinyconv.features import features_to_int8
-    from tinyconv.export.tflite import run_litert
     from tinyconv.device.runners import run_tflm
+    from tinyconv.export.tflite import run_litert
+    from tinyconv.features import features_to_int8
 
     result = request.getfixturevalue(which)
     m = result.manifest

@@ -11,9 +11,9 @@ import flatbuffers
 import pytest
 import torch
 
+from tinyconv.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from tinyconv.config import ModelConfig
 from tinyconv.export import ExportError, export_checkpoint
-from tinyconv.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 
 
 def test_checkpoint_of_another_format_version(tmp_path: Path) -> None:
@@ -46,7 +46,8 @@ def test_checkpoint_of_another_architecture(trained, tmp_path: Path) -> None:  #
     v1: ModelConfig = dataclasses.replace(ckpt.config.model, name="tinyconv_v1_050")
     other = dataclasses.replace(ckpt, config=dataclasses.replace(ckpt.config, model=v1))
     save_checkpoint(other, tmp_path / "other.pt")
-    with pytest.raises(ExportError, match=r"does not match architecture 'tinyconv_v1_050'.*(missing|unexpected) layer\(s\) .*blocks\."):
+    with pytest.raises(ExportError, match=r"does not match architecture 'tinyconv_v1_050'"
+                                          r".*(missing|unexpected) layer\(s\) .*blocks\."):
         export_checkpoint(tmp_path / "other.pt", tmp_path / "out", representative=trained.train_x[:8])
     assert not (tmp_path / "out").exists()
 

@@ -39,7 +39,8 @@ def test_export_prints_only_its_own_lines(trained, tmp_path: Path) -> None:  # t
 @pytest.mark.slow  # 30 s; the simulate pair below checks --verbose by default
 def test_verbose_shows_the_library_output(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # Also proves the test above is not vacuous: this environment's libraries do print noise.
-    proc = _tinyconv("export", str(trained.qat_path), "--formats", "tflite", "--out", str(tmp_path / "exp"), "--verbose")
+    proc = _tinyconv("export", str(trained.qat_path), "--formats", "tflite", "--out", str(tmp_path / "exp"),
+                     "--verbose")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("exported qat checkpoint (qat) to ")
     assert NOISE.search(proc.stderr), proc.stderr[:3000]
@@ -63,10 +64,9 @@ def test_captured_native_stderr_is_dropped_on_success_and_shown_on_failure(
     with _quiet.native_stderr_captured():
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on\n")
     assert capfd.readouterr().err == ""
-    with pytest.raises(RuntimeError, match="converter failed"):
-        with _quiet.native_stderr_captured():
-            os.write(2, b"E0000 converter.cc:1] the reason\n")
-            raise RuntimeError("converter failed")
+    with pytest.raises(RuntimeError, match="converter failed"), _quiet.native_stderr_captured():
+        os.write(2, b"E0000 converter.cc:1] the reason\n")
+        raise RuntimeError("converter failed")
     assert capfd.readouterr().err == "E0000 converter.cc:1] the reason\n"
 
 

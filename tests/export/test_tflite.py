@@ -159,10 +159,8 @@ def test_time_dilated_model_exports_bit_exact(trained, tmp_path) -> None:  # typ
     import dataclasses
 
     from tests.export.synthetic import synthetic_config, train_float
-
     from tinyconv.checkpoint import save_checkpoint
     from tinyconv.config import ModelConfig
-
     from tinyconv.trainer.qat import qat_finetune
 
     model = ModelConfig(name="tinyconv", width_multiplier=0.125, time_dilations=(1, 2, 4, 4))

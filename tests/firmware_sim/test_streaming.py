@@ -5,8 +5,14 @@ import pytest
 
 from tinyconv.device.runners import make_runner
 from tinyconv.device.tflite_file import load_tflite
-from tinyconv.firmware_sim.streaming import (DetectorConfig, build_streams, detection_times, esphome_features_int8,
-                                             evaluate_streams, stream_probabilities)
+from tinyconv.firmware_sim.streaming import (
+    DetectorConfig,
+    build_streams,
+    detection_times,
+    esphome_features_int8,
+    evaluate_streams,
+    stream_probabilities,
+)
 
 from .conftest import ref_model, say
 

@@ -48,7 +48,7 @@ def test_registry_errors() -> None:
     with pytest.raises(ValueError, match="already registered"):
 
         @register_model
-        def tinyconv_v2(**kwargs):  # noqa: ANN003, ANN202
+        def tinyconv_v2(**kwargs):
             return None
 
     with pytest.raises(ValueError, match="num_classes must be >= 2"):

@@ -15,8 +15,8 @@ import torch.nn as nn
 from tinyconv.config import ConfigError, ModelConfig, load_config
 from tinyconv.models import build_model, create_model, list_models, register_model
 from tinyconv.models.fusion import FusedConvBNReLU2d, fuse_tiny_conv
-from tinyconv.models.tinyconv import ConvBNReLU
 from tinyconv.models.registry import CONFIG_KWARGS, ModelError, model_entry
+from tinyconv.models.tinyconv import ConvBNReLU
 
 MODELS = list_models()
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
@@ -190,7 +190,7 @@ def test_a_model_that_hides_its_hyper_parameters_cannot_register() -> None:
                                          r"annotate its return type"):
 
         @register_model
-        def opaque_model(**kwargs):  # noqa: ANN003, ANN202
+        def opaque_model(**kwargs):
             return nn.Linear(1, 1)
 
     with pytest.raises(ModelError, match=r"register_model\(typo_model\): fixed names \['widht'\], which the "

@@ -32,7 +32,6 @@ SWAPS: list[Any] = [
 
 def bases() -> list[dict[str, Any]]:
     from tests.helpers import TINY_OVERRIDES
-
     from tinyconv.recipes import recipe_path
 
     quick = yaml.safe_load(recipe_path("quickstart").read_text())

@@ -17,7 +17,7 @@ import yaml
 
 from tinyconv import config as C
 from tinyconv.cli import main
-from tinyconv.config import ConfigError, apply_overrides, config_from_dict, load_config, yaml_load
+from tinyconv.config import ConfigError, config_from_dict, load_config, yaml_load
 from tinyconv.errors import TinyconvError
 
 SECTIONS = {f.name: typing.get_type_hints(C.Config)[f.name] for f in dataclasses.fields(C.Config)}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import TINY_OVERRIDES, tiny_config
 from tinyconv.cli import main
 from tinyconv.config import Config, load_config
 from tinyconv.data import audio
@@ -24,7 +25,6 @@ from tinyconv.data.manifest import DatasetError, read_manifest, resolve
 from tinyconv.data.speech_commands import prepare_speech_commands
 from tinyconv.data.synth import synthesize_dataset
 from tinyconv.data.writing import dataset_writer
-from tests.helpers import TINY_OVERRIDES, tiny_config
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 

@@ -15,7 +15,6 @@ from tinyconv.checkpoint import Checkpoint, save_checkpoint
 from tinyconv.export.c_array import _c_comment, _c_string
 from tinyconv.models import build_model
 
-
 # A file name cannot hold "/", so "*/" can only reach the C files through a label.
 HOSTILE_NAME = 'evil\n#error injected by the file name\n"\\??=*.pt'
 HOSTILE_LABELS = ["_negative_", 'hey"\n#error injected by a label */ /* \\', "ok??/\r\ttab \u00e9"]

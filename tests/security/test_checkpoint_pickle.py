@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import TINY_OVERRIDES
 from tinyconv.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_torch_file
 from tinyconv.cli import main
 from tinyconv.config import Config, config_to_dict, load_config
 from tinyconv.data.dataset import FeatureSet
 from tinyconv.trainer.loop import LAST
 from tinyconv.trainer.run import train
-from tests.helpers import TINY_OVERRIDES
 
 HOSTILE = "not a plain tinyconv checkpoint"
 
@@ -91,7 +91,7 @@ def test_resume_refuses_a_hostile_last_pt(tmp_path: Path, cfg: Config, data: dic
     run = Path(cfg.train.out_dir)
     run.mkdir(parents=True)
     torch.save({"epoch": 0, "model": {}, "optimizer": {}, "scheduler": {}, "rng": _Payload(marker)}, run / LAST)
-    with pytest.raises(CheckpointError, match=rf"last.pt is not a plain tinyconv training state"):
+    with pytest.raises(CheckpointError, match=r"last.pt is not a plain tinyconv training state"):
         train(cfg, data=data, resume=True)
     assert not marker.exists()
 

@@ -21,7 +21,6 @@ from tinyconv.export import export_checkpoint
 from tinyconv.export.errors import ExportError
 from tinyconv.models import build_model
 
-
 CALIBRATION = np.random.default_rng(0).uniform(0, 20, (32, 98, 40)).astype(np.float32)
 
 

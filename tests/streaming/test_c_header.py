@@ -29,7 +29,10 @@ int main(int argc, char** argv) {
   if (!f) return 3;
   unsigned int n = 0; int c;
   while ((c = fgetc(f)) != EOF) {
-    if (n >= g_tinyconv_model_data_len || g_tinyconv_model_data[n] != (unsigned char)c) { printf("differs at %%u\n", n); return 1; }
+    if (n >= g_tinyconv_model_data_len || g_tinyconv_model_data[n] != (unsigned char)c) {
+      printf("differs at %%u\n", n);
+      return 1;
+    }
     n++;
   }
   fclose(f);
@@ -37,8 +40,10 @@ int main(int argc, char** argv) {
   const int in_shape[] = TINYCONV_INPUT_SHAPE;
   const int out_shape[] = TINYCONV_OUTPUT_SHAPE;
   printf("bytes %%u\n", n);
-  printf("stride %%d\nstep_ms %%d\ninvoke_ms %%d\n", TINYCONV_STRIDE_FRAMES, TINYCONV_STEP_MS, TINYCONV_INVOKE_PERIOD_MS);
-  printf("input %%d %%d %%d %%d %%d\n", in_shape[0], in_shape[1], in_shape[2], TINYCONV_INPUT_ELEMENTS, TINYCONV_INPUT_RANK);
+  printf("stride %%d\nstep_ms %%d\ninvoke_ms %%d\n", TINYCONV_STRIDE_FRAMES, TINYCONV_STEP_MS,
+         TINYCONV_INVOKE_PERIOD_MS);
+  printf("input %%d %%d %%d %%d %%d\n", in_shape[0], in_shape[1], in_shape[2], TINYCONV_INPUT_ELEMENTS,
+         TINYCONV_INPUT_RANK);
   printf("output %%d %%d\n", out_shape[0], out_shape[1]);
   printf("input_signed %%d %%d\n", (int)((tinyconv_input_t)-1 < 0), (int)sizeof(tinyconv_input_t));
   printf("output_signed %%d %%d\n", (int)((tinyconv_output_t)-1 < 0), (int)sizeof(tinyconv_output_t));
@@ -52,7 +57,8 @@ int main(int argc, char** argv) {
   printf("positive %%s\n", g_tinyconv_labels[TINYCONV_POSITIVE_LABEL_INDEX]);
   printf("features");
   for (unsigned v = 0; v < 1024; v++) printf(" %%d", tinyconv_feature_to_int8((uint16_t)v));
-  for (unsigned i = 0; i < sizeof(large) / sizeof(large[0]); i++) printf(" %%d", tinyconv_feature_to_int8((uint16_t)large[i]));
+  for (unsigned i = 0; i < sizeof(large) / sizeof(large[0]); i++)
+    printf(" %%d", tinyconv_feature_to_int8((uint16_t)large[i]));
   printf("\n");
   return 0;
 }
@@ -81,7 +87,8 @@ def test_python_esphome_formula_is_the_integer_formula() -> None:
     expected = [max(-128, min(127, (int(x) * 256 + 333) // 666 - 128)) for x in v]
     assert esphome_feature_to_int8(v).astype(int).tolist() == expected
     assert esphome_features_int8(v * 0.0390625).astype(int).tolist() == expected
-    assert esphome_feature_to_int8(np.array([0, 1, 333, 334, 500, 664, 666])).tolist() == [-128, -128, 0, 0, 64, 127, 127]
+    assert esphome_feature_to_int8(np.array([0, 1, 333, 334, 500, 664, 666])).tolist() == [
+        -128, -128, 0, 0, 64, 127, 127]
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("g++") is None, reason="host gcc missing")
@@ -139,8 +146,10 @@ def test_streaming_header_compiles_for_cortex_m4(esphome_export, tmp_path: Path)
         "int8_t q(uint16_t v) { return tinyconv_feature_to_int8(v); }\n"
         "float p(tinyconv_output_t v) { return tinyconv_probability(v); }\n"
         "int arena(void) { return TINYCONV_TENSOR_ARENA_BYTES + TINYCONV_STRIDE_FRAMES; }\n")
-    flags = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os", "-Wall", "-Wextra", "-Werror"]
-    for src, lang in ((out / "model_data.cc", ["-x", "c++", "-std=c++17"]), (out / "model_data.cc", ["-x", "c", "-std=c11"]),
+    flags = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os", "-Wall", "-Wextra",
+             "-Werror"]
+    for src, lang in ((out / "model_data.cc", ["-x", "c++", "-std=c++17"]),
+                      (out / "model_data.cc", ["-x", "c", "-std=c11"]),
                       (tmp_path / "use.c", ["-std=c11"])):
         subprocess.run(["arm-none-eabi-gcc", *flags, *lang, "-c", str(src), "-I", str(out),
                         "-o", str(tmp_path / "o.o")], check=True)
@@ -167,7 +176,8 @@ def _render(esphome_export, **changes):  # type: ignore[no-untyped-def]
 
     info = esphome_export.model_info
     tinfo = TFLiteInfo(ops=(), tensor_types=(), weight_quant=(), bias_types=(),
-                       input=TensorQuant(changes.pop("input_shape", info.input_shape), info.input_dtype, *info.input_quant),
+                       input=TensorQuant(changes.pop("input_shape", info.input_shape), info.input_dtype,
+                                         *info.input_quant),
                        output=TensorQuant(info.output_shape, info.output_dtype, *info.output_quant))
     fe = changes.pop("frontend", FrontendConfig())
     facts = StreamingFacts.from_manifest(esphome_export.esphome_manifest["micro"], stride_frames=3,

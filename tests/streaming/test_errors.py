@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tinyconv.checkpoint import Checkpoint, save_checkpoint
-from tinyconv.export.esphome import EsphomeExportError, check_esphome_model, convert_streaming, stream_spec
 from tinyconv.export.errors import ExportError
+from tinyconv.export.esphome import EsphomeExportError, check_esphome_model, convert_streaming, stream_spec
 from tinyconv.models import build_model, create_model
 
 from .conftest import LABELS, stream_config
@@ -30,7 +30,8 @@ def test_non_streamable_checkpoint_asked_for_esphome(tmp_path) -> None:  # type:
     from tinyconv.export import export_checkpoint
 
     ckpt = _untrained_checkpoint(tmp_path / "window.pt", "tinyconv_test", LABELS)
-    with pytest.raises(EsphomeExportError, match=r"model 'tinyconv_test' \(TinyConvWakeword\), which is not streamable"):
+    with pytest.raises(EsphomeExportError,
+                       match=r"model 'tinyconv_test' \(TinyConvWakeword\), which is not streamable"):
         export_checkpoint(ckpt, tmp_path / "out", formats="esphome")
     assert not (tmp_path / "out").exists()
 

@@ -16,10 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-# The QAT streaming fixture trains, converts with PT2E and then with TensorFlow (~80-110 s on 2 busy
-# cores): CI runs these in its -m slow step.
-pytestmark = pytest.mark.slow
-
 from tinyconv.export.esphome import (
     INPUT_SCALE,
     SELF_CHECK_MAX_PROB_DIFF,
@@ -29,6 +25,10 @@ from tinyconv.export.esphome import (
     qat_stream_spec,
 )
 from tinyconv.export.int8_reference import TfliteIntegerReference
+
+# The QAT streaming fixture trains, converts with PT2E and then with TensorFlow (~80-110 s on 2 busy
+# cores): CI runs these in its -m slow step.
+pytestmark = pytest.mark.slow
 
 
 @functools.lru_cache(maxsize=2)  # the session's QAT checkpoint: converted once, read only
@@ -61,7 +61,7 @@ def test_exported_scales_are_the_qat_scales(stream_qat_export) -> None:  # type:
     layers = TfliteIntegerReference(data).quantized_layers()
     learned = _learned(qat_path)
     assert len(learned) == len(layers) - 1 == 5  # 5 convs + the head
-    for q, want in zip(layers, learned):
+    for q, want in zip(layers[:-1], learned, strict=True):
         assert q.output.zero_point.tolist() == [want["zero_point"]]
         np.testing.assert_allclose(q.output.scale, [want["scale"]], rtol=1e-6)
         np.testing.assert_allclose(q.weight.scale, want["weight_scale"], rtol=1e-6)
@@ -69,7 +69,7 @@ def test_exported_scales_are_the_qat_scales(stream_qat_export) -> None:  # type:
         torch_layout = w.transpose(0, 3, 1, 2) if q.op == "CONV_2D" else w.transpose(3, 0, 1, 2)
         np.testing.assert_array_equal(torch_layout, want["weight"])
     # The next layer's input (concat of its state and the new step) has the learned scale too.
-    for q, want in zip(layers[1:], learned):
+    for q, want in zip(layers[1:], learned, strict=True):
         np.testing.assert_allclose(q.input.scale, [want["scale"]], rtol=1e-6)
     # Not carried: the input is ESPHome's, whatever QAT learned (recorded in the manifest).
     assert layers[0].input.qparams == (pytest.approx(INPUT_SCALE, rel=1e-6), -128)
@@ -91,8 +91,8 @@ def _widened_spec(qat_path):  # type: ignore[no-untyped-def]
     """The QAT spec with the last conv's learned range 1.5x wider than any data reaches."""
     import dataclasses
 
-    from tinyconv.export.esphome import load_streaming_model
     from tinyconv.checkpoint import model_from_checkpoint
+    from tinyconv.export.esphome import load_streaming_model
     from tinyconv.export.source import read_checkpoint
 
     src = read_checkpoint(qat_path)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.streaming.conftest import LABELS, make_clips, stream_config
 from tinyconv.config import ConfigError, load_config, replace
 from tinyconv.data.dataset import FeatureSet
 from tinyconv.device.esphome_detector import detect
@@ -16,8 +17,6 @@ from tinyconv.models.streaming import StreamingTinyConv
 from tinyconv.trainer import streams as st
 from tinyconv.trainer.loop import Trainer
 from tinyconv.trainer.run import train
-
-from tests.streaming.conftest import LABELS, make_clips, stream_config
 
 
 def test_shift_windows_slides_into_the_partner() -> None:

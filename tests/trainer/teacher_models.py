@@ -49,8 +49,9 @@ def write_ct2_whisper(model, folder: Path, quantization: str | None = None) -> P
 
 
 def write_speech_embedding_onnx(folder: Path, *, license_text: str | None = APACHE_LICENSE, seed: int = 0) -> Path:
-    """melspectrogram.onnx ([B, S] -> [B, 1, frames, 32], 512-sample frames every 10 ms, as the real one) and embedding_model.onnx
-    ([N, 76, 32, 1] -> [N, 1, 1, 96]) with random weights, plus an Apache-2.0 LICENSE."""
+    """melspectrogram.onnx ([B, S] -> [B, 1, frames, 32], 512-sample frames every 10 ms, as the real one)
+    and embedding_model.onnx ([N, 76, 32, 1] -> [N, 1, 1, 96]) with random weights, plus an Apache-2.0
+    LICENSE."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

@@ -307,6 +307,22 @@ def test_checkpoint_teacher_runs_on_the_windows_the_student_sees(
     assert all(torch.equal(before[k], v) for k, v in tr.feature_teachers["tinyconv"].state_dict().items())
 
 
+def test_teacher_train_trains_the_window_teacher_and_distillation_reads_it(
+        dcfg: Config, splits: tuple[FeatureSet, FeatureSet]) -> None:
+    from tinyconv.checkpoint import load_checkpoint
+    from tinyconv.trainer.teachers import WINDOW_TEACHER_MODELS, train_teachers
+
+    cfg = replace(dcfg, model={"name": "stream_tinyconv", "tiny_conv_use_depthwise": False},
+                  distill={"teachers": ["tinyconv"], "teacher_epochs": 1})
+    (res,) = train_teachers(cfg, features={"train": splits[0], "val": splits[1]})
+    ckpt = load_checkpoint(res.path / "checkpoint.pt")
+    assert ckpt.config.model.name == "tinyconv" and ckpt.config.model.width_multiplier == 0.5
+    assert ckpt.config.model.tiny_conv_use_depthwise == WINDOW_TEACHER_MODELS["tiny"]["tiny_conv_use_depthwise"]
+    assert ckpt.config.train.stream_positive_delay_ms == 0 and res.num_parameters > 0
+    tr = _trainer(cfg, splits, {})
+    assert list(tr.feature_teachers) == ["tinyconv"] and tr.teacher_ids["tinyconv"] != "in-memory"
+
+
 def test_train_distils_from_a_checkpoint_teacher_without_waveforms(
         dcfg: Config, splits: tuple[FeatureSet, FeatureSet], window_teacher: Path) -> None:
     from tinyconv.checkpoint import load_checkpoint
@@ -323,8 +339,8 @@ def test_checkpoint_teacher_errors_name_the_key(dcfg: Config, splits: tuple[Feat
                                                 window_teacher: Path, tmp_path: Path) -> None:
     from tinyconv.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"distill.teacher_pretrained_dirs.tinyconv"):
-        replace(dcfg, distill={"teachers": ["tinyconv"]})
+    with pytest.raises(DistillationError, match=r"teacher 'tinyconv' .* not found: train it first"):
+        _trainer(replace(dcfg, distill={"teachers": ["tinyconv"]}), splits, {})
     with pytest.raises(ConfigError, match=r"teacher_alignment_layers\['tinyconv'\] must be empty"):
         replace(_feature_cfg(dcfg, window_teacher), distill={"teacher_alignment_layers": {"tinyconv": [-1]}})
     with pytest.raises(DistillationError, match=r"teacher_pretrained_dirs.tinyconv .*nowhere"):

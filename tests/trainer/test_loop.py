@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinyconv.config import Config, replace
 from tinyconv.checkpoint import CheckpointError, load_checkpoint
+from tinyconv.config import Config, replace
 from tinyconv.trainer.loop import LAST, class_weights, spec_augment
 from tinyconv.trainer.run import evaluate_checkpoint, train
 

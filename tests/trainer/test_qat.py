@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from tests.export.synthetic import LABELS, make_features, synthetic_config, train_float, v1_config
-from tinyconv.models import create_model
 from tinyconv.checkpoint import model_from_checkpoint
+from tinyconv.models import create_model
 from tinyconv.models.fusion import FusedConvBNReLU2d, QuantizationError, fold_tiny_conv, fuse_tiny_conv
 from tinyconv.trainer.qat import (
     prepare_model_for_qat,
@@ -43,7 +43,8 @@ def test_fused_equals_unfused_in_eval(use_depthwise: bool) -> None:
         assert (fused(x) - ref).abs().max().item() <= 1e-5
         assert (folded(x) - ref).abs().max().item() <= 1e-5
     for m in (fused, folded):
-        assert not [n for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d) and "bn" not in n.split(".")[-1:]]
+        assert not [n for n, mod in m.named_modules()
+                    if isinstance(mod, nn.BatchNorm2d) and "bn" not in n.split(".")[-1:]]
     assert not [mod for mod in folded.modules() if isinstance(mod, nn.BatchNorm2d)]  # BN gone for good
     n_units = 1 + (2 if use_depthwise else 1) * len(model.blocks)  # type: ignore[arg-type]
     assert sum(isinstance(mod, FusedConvBNReLU2d) for mod in fused.modules()) == n_units
@@ -90,7 +91,8 @@ def test_litert_workaround_still_needed() -> None:
         gm = pt2e._export(fused, fused.input_shape)
         from litert_torch.quantize import pt2e_quantizer as pq
 
-        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+        qconfig = pq.get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+        quantizer = pq.PT2EQuantizer().set_global(qconfig)
         with pytest.raises(Exception, match=r"instance of .*Module"):
             prepare_qat_pt2e(gm, quantizer)
     finally:
@@ -145,8 +147,8 @@ def test_bn_freeze_survives_train_eval_switches() -> None:
 @pytest.mark.slow
 def test_qat_finetune_v1_end_to_end(tmp_path: Path) -> None:
     """V1 through the whole path: float -> QAT fine-tune -> export (slow: ~1 min)."""
-    from tinyconv.export import export_checkpoint
     from tinyconv.checkpoint import save_checkpoint
+    from tinyconv.export import export_checkpoint
 
     config = v1_config()
     x, y = make_features(320, seed=0)

@@ -79,8 +79,8 @@ def test_encoder_matches_ctranslate2(ct2_whisper: tuple[object, Path]) -> None:
     assert features.shape == (2, 80, 100)
     assert compare_with_ctranslate2(ct2_dir, converted, features) < 1e-3
     # And CTranslate2 is really being compared: another model's encoder is far off.
-    assert compare_with_ctranslate2(ct2_dir, whisper_from_ct2(read_ct2_model(
-        (write_ct2_whisper(tiny_whisper(seed=2), ct2_dir.parent / "other") / "model.bin").read_bytes())), features) > 1e-2
+    other = write_ct2_whisper(tiny_whisper(seed=2), ct2_dir.parent / "other") / "model.bin"
+    assert compare_with_ctranslate2(ct2_dir, whisper_from_ct2(read_ct2_model(other.read_bytes())), features) > 1e-2
 
 
 def test_short_encoder_equals_the_full_one_on_full_length_input(ct2_whisper: tuple[object, Path]) -> None:
@@ -128,7 +128,8 @@ def test_missing_and_damaged_packages_say_how_to_install() -> None:
                                                  r"which is not installed: pip install no-such-teacher-pkg==1\.2\.3"):
         package_file(absent, what="Whisper x")
     damaged = PackagedFile("tinyconv", "tinyconv", "no/model.bin", "0.1.0")
-    with pytest.raises(TeacherImportError, match=r"package tinyconv is damaged .*pip install --force-reinstall tinyconv"):
+    with pytest.raises(TeacherImportError,
+                       match=r"package tinyconv is damaged .*pip install --force-reinstall tinyconv"):
         package_file(damaged, what="Whisper x")
 
 

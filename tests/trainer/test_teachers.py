@@ -58,7 +58,7 @@ def test_reads_exactly_the_selected_hidden_states(tiny_teacher: Teacher) -> None
         ref = tiny_teacher.backbone(normalize_waveform(x), output_hidden_states=True).hidden_states
         out = tiny_teacher(x, layers=(2, 0, -2))
     assert len(out.hidden_states) == 3
-    for got, i in zip(out.hidden_states, (2, 0, 1)):
+    for got, i in zip(out.hidden_states, (2, 0, 1), strict=True):
         torch.testing.assert_close(got, ref[i], rtol=0, atol=0)
     assert not torch.equal(out.hidden_states[0], out.hidden_states[1])
 
@@ -81,7 +81,7 @@ def test_local_pretrained_folder_loads_offline(tmp_path: Path, monkeypatch: pyte
     src.save_pretrained(str(tmp_path / "w2v"))
     teacher = build_teacher("conformer", "base", 2, pretrained_dir=tmp_path / "w2v").eval()
     assert teacher.width == 64  # the folder's config wins over the size preset
-    for (name, a), b in zip(src.state_dict().items(), teacher.backbone.state_dict().values()):
+    for (name, a), b in zip(src.state_dict().items(), teacher.backbone.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     with torch.no_grad():
         torch.testing.assert_close(teacher(_waves(), (1,)).hidden_states[0],
@@ -132,7 +132,8 @@ def test_teacher_train_cli_fine_tunes_and_saves(tiny_cfg: Config, tmp_path: Path
     parser = argparse.ArgumentParser(prog="tinyconv")
     add_parsers(parser.add_subparsers(dest="command"))
     out = tmp_path / "teachers"
-    args = parser.parse_args(["teacher", "train", "--out", str(out), "--set", f"data.dataset_dir={tiny_cfg.data.dataset_dir}",
+    args = parser.parse_args(["teacher", "train", "--out", str(out),
+                              "--set", f"data.dataset_dir={tiny_cfg.data.dataset_dir}",
                               "--set", "distill.teacher_epochs=1", "--set", "distill.teacher_batch_size=32"])
     assert args.func(args) == 0
     text = capsys.readouterr().out
@@ -282,7 +283,8 @@ def test_config_accepts_new_kinds_and_refuses_fine_tuning_speech_embedding() -> 
     assert cfg.distill.teacher_alignment_layers["speech_embedding"] == (-1,)
     with pytest.raises(ConfigError, match=r"teacher_train_encoder: 'speech_embedding' runs frozen outside torch"):
         load_config(None, ["distill.teacher_train_encoder={speech_embedding: true}"])
-    with pytest.raises(ConfigError, match=r"teacher_train_encoder: unknown teacher 'whispr' \(did you mean 'whisper'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"teacher_train_encoder: unknown teacher 'whispr' \(did you mean 'whisper'\?\)"):
         load_config(None, ["distill.teacher_train_encoder={whispr: false}"])
 
 

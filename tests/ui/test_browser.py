@@ -8,6 +8,7 @@ simulates it against MCU budgets. Screenshots land in the pytest tmp dir. About 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,10 +41,8 @@ def _kill_jobs(runs: Path) -> None:
     for path in runs.glob("ui_jobs/*/job.json"):
         job = json.loads(path.read_text())
         if job.get("status") == "running":
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(job["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 @pytest.fixture()

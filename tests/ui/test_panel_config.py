@@ -31,7 +31,8 @@ def _set(values: list, key: str, value: object) -> list:
 def test_panel_has_every_field_of_every_section() -> None:
     keys = {s.key for s in panel_fields()}
     hints = typing.get_type_hints(Config)
-    expected = {f"{sec.name}.{f.name}" for sec in dataclasses.fields(Config) for f in dataclasses.fields(hints[sec.name])}
+    expected = {f"{sec.name}.{f.name}"
+                for sec in dataclasses.fields(Config) for f in dataclasses.fields(hints[sec.name])}
     assert keys == expected
     assert {"model.tiny_conv_use_depthwise", "qat.enabled", "distill.alpha_kd", "train.learning_rate"} <= keys
     kinds = {s.key: s.kind for s in panel_fields()}

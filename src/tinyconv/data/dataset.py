@@ -91,7 +91,8 @@ def load_features(
     try:
         for row, (feats, err, notes) in zip(
             rows, parallel_map(_features_for, rows, num_workers(workers), f"features:{split}", state,
-                                   f"{__name__}:_STATE")
+                                   f"{__name__}:_STATE"),
+            strict=True,
         ):
             if err is not None:
                 if strict:

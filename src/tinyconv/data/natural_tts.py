@@ -167,7 +167,7 @@ def kokoro_style(voice: Voice) -> np.ndarray:
     moved away from the mean of all base voices by its extrapolation factor."""
     bases, weights, extrapolate, _ = parse_kokoro(voice)
     tables = _kokoro_base_styles()
-    mix = sum(w * tables[b] for b, w in zip(bases, weights)) / max(sum(weights), 1e-9)
+    mix = sum(w * tables[b] for b, w in zip(bases, weights, strict=True)) / max(sum(weights), 1e-9)
     mean = np.mean([tables[b] for b in KOKORO_VOICES], axis=0)
     return (mean + extrapolate * (mix - mean)).astype(np.float32)
 
@@ -309,7 +309,8 @@ class _Hibari:
             ids = self.tts.ids(ps)
             if len(ids) < 3:
                 continue
-            out = self.tts.sess.run(None, {"ids": np.asarray([ids], np.int64), "speed": np.asarray([speed], np.float32)})
+            out = self.tts.sess.run(None, {"ids": np.asarray([ids], np.int64),
+                                           "speed": np.asarray([speed], np.float32)})
             lh, th, ln, lr, phi, f0 = (o[0] for o in out)
             parts.append(dsp.synth(lh, th, ln, lr, phi, np.asarray(f0, np.float32) * pitch_factor, rng))
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
@@ -486,7 +487,8 @@ class NaturalVoices:
         Always draws two numbers, so the plan does not depend on which engines are installed."""
         r, j = rng.random(), rng.random()
         for pool, low, high in ((self.kokoro[split], 0.0, self.kokoro_fraction),
-                                (self.hibari[split], self.kokoro_fraction, self.kokoro_fraction + self.hibari_fraction)):
+                                (self.hibari[split], self.kokoro_fraction,
+                                 self.kokoro_fraction + self.hibari_fraction)):
             if pool and low <= r < high:
                 return pool[int(j * len(pool))]
         return None
@@ -509,7 +511,8 @@ def natural_voices(config: Config) -> NaturalVoices | None:
     recordings = klettres_voices(d.wake_word) if "klettres" in recorded else []
     if d.recorded_max_clips and len(recordings) > d.recorded_max_clips:
         recordings = _take_in_turn(recordings, d.recorded_max_clips, np.random.default_rng([d.seed, 17]))
-    return NaturalVoices(kokoro=kokoro, hibari=hibari, kokoro_fraction=d.kokoro_fraction if "kokoro" in engines else 0.0,
+    return NaturalVoices(kokoro=kokoro, hibari=hibari,
+                         kokoro_fraction=d.kokoro_fraction if "kokoro" in engines else 0.0,
                          hibari_fraction=d.hibari_fraction if "hibari" in engines else 0.0, recordings=recordings,
                          long_speech_seconds=d.natural_negative_seconds if engines else 0.0)
 

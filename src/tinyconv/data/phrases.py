@@ -14,16 +14,20 @@ _ONSETS = ("b", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t",
            "ch", "sh", "th", "st", "tr", "br", "pl", "")
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ee", "oo", "ay", "ow", "ea")
 
-COMMON_WORDS = (
-    "the be to of and a in that have it for not on with he as you do at this but his by from they we say her "
-    "she or an will my one all would there their what so up out if about who get which go me when make can like "
-    "time no just him know take people into year your good some could them see other than then now look only come "
-    "its over think also back after use two how our work first well way even new want because any these give day "
-    "most us is are was were been has had did said went made open close light music play stop next turn kitchen "
-    "weather tomorrow today morning evening timer alarm volume lights door window coffee water dinner lunch "
-    "remember reminder call message phone television garden table chair window seven eight nine ten hundred "
-    "please thank sorry yes okay right left start pause resume cancel hello hi goodbye tiny tidy hey hay"
-).split()
+COMMON_WORDS = ["the", "be", "to", "of", "and", "a", "in", "that", "have", "it", "for", "not", "on", "with", "he", "as",
+                "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say", "her", "she", "or", "an",
+                "will", "my", "one", "all", "would", "there", "their", "what", "so", "up", "out", "if", "about", "who",
+                "get", "which", "go", "me", "when", "make", "can", "like", "time", "no", "just", "him", "know", "take",
+                "people", "into", "year", "your", "good", "some", "could", "them", "see", "other", "than", "then",
+                "now", "look", "only", "come", "its", "over", "think", "also", "back", "after", "use", "two", "how",
+                "our", "work", "first", "well", "way", "even", "new", "want", "because", "any", "these", "give", "day",
+                "most", "us", "is", "are", "was", "were", "been", "has", "had", "did", "said", "went", "made", "open",
+                "close", "light", "music", "play", "stop", "next", "turn", "kitchen", "weather", "tomorrow", "today",
+                "morning", "evening", "timer", "alarm", "volume", "lights", "door", "window", "coffee", "water",
+                "dinner", "lunch", "remember", "reminder", "call", "message", "phone", "television", "garden", "table",
+                "chair", "window", "seven", "eight", "nine", "ten", "hundred", "please", "thank", "sorry", "yes",
+                "okay", "right", "left", "start", "pause", "resume", "cancel", "hello", "hi", "goodbye", "tiny", "tidy",
+                "hey", "hay"]
 
 SENTENCES = (
     "what time is it", "turn on the kitchen lights", "set a timer for ten minutes", "how is the weather today",

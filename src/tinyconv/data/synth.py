@@ -13,11 +13,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -26,9 +26,22 @@ from tinyconv.config import Config, save_config
 from tinyconv.data.audio import write_wav
 from tinyconv.data.augment import augment_clip, place, simulate_rirs
 from tinyconv.data.manifest import SPLITS, DatasetInfo, Row, write_manifest
-from tinyconv.data.natural_tts import (GATED_KINDS, WORKER_SETTINGS, ClipGate, GateError, GateItem, GateReport,
-                                       GateWarning, NaturalVoices, clip_count, natural_voices, run_gate, settings_for,
-                                       stretch_count, window)
+from tinyconv.data.natural_tts import (
+    GATED_KINDS,
+    WORKER_SETTINGS,
+    ClipGate,
+    GateError,
+    GateItem,
+    GateReport,
+    GateWarning,
+    NaturalVoices,
+    clip_count,
+    natural_voices,
+    run_gate,
+    settings_for,
+    stretch_count,
+    window,
+)
 from tinyconv.data.phrases import confusable_phrases, natural_stretches, other_phrases, other_wake_words
 from tinyconv.data.tts import Voice, available_voices, random_voices, synthesize
 from tinyconv.data.writing import dataset_writer
@@ -77,10 +90,10 @@ def parallel_map(
     """Ordered map over worker processes with a progress bar (serial for one worker or few items).
 
     `state` is copied into the module-global dict named by `state_global` ("module:name"), which
-    `fn` reads, in every worker (and here when serial). Workers come from a forkserver, not a fork of this process: forking a process that
-    runs threads (torch, tqdm's monitor) can copy a held lock and hang a worker forever, and a
-    dead worker makes ProcessPoolExecutor raise instead of waiting. Workers exit when this
-    process dies, even by SIGKILL (tinyconv.data.workers).
+    `fn` reads, in every worker (and here when serial). Workers come from a forkserver, not a fork
+    of this process: forking a process that runs threads (torch, tqdm's monitor) can copy a held
+    lock and hang a worker forever, and a dead worker makes ProcessPoolExecutor raise instead of
+    waiting. Workers exit when this process dies, even by SIGKILL (tinyconv.data.workers).
     """
     bar = tqdm(total=len(items), desc=desc, unit="clip", leave=False, disable=None)
     try:
@@ -309,7 +322,7 @@ def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) ->
                          seed=d.seed * 10 + i)
         for i, s in enumerate(SPLITS)
     }
-    babble = {s: [c.audio for u, c in zip(plan, spoken)
+    babble = {s: [c.audio for u, c in zip(plan, spoken, strict=True)
                   if u.split == s and u.kind in ("speech", "long_speech", "recorded") and len(c.audio)]
               for s in SPLITS}
     state = dict(config=config, plan=plan, spoken=spoken, rirs=rirs, babble=babble, out=str(out),

@@ -12,6 +12,7 @@ Torch-free and light: firmware_sim's pools can use it too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -27,10 +28,8 @@ def die_with_parent(run_pid: int) -> None:
     """Call first thing in a worker process (a pool initializer); `run_pid` is the run's pid."""
     parent = os.getppid()
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # on failure the watchdog below still works
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the watchdog below still works
     if not pid_alive(run_pid) or os.getppid() != parent:
         os._exit(1)  # the run died before the request took effect
     threading.Thread(target=_watch, args=(run_pid, parent), name="tinyconv-parent-watchdog", daemon=True).start()

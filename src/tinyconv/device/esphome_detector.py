@@ -72,8 +72,7 @@ def detect(probs_u8: np.ndarray, cutoff: float, window: int = DEFAULT_SLIDING_WI
     out: list[int] = []
     arm_slice = 0  # slice count at start / at the last detection
     zero_through = -1  # invokes <= this were cleared by the last detection's reset
-    for k in np.flatnonzero(full > threshold):
-        k = int(k)
+    for k in map(int, np.flatnonzero(full > threshold)):
         invoke = first_invoke + k
         # Window k is what every check sees from its slice until the next invoke's slice - 1.
         if (invoke + 2) * stride - 1 < arm_slice + wait_slices:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tinyconv.device.errors import RuntimeFailure
@@ -44,7 +45,7 @@ def fork_call(fn: Callable[..., Any], *args: Any, timeout_s: int = PROBE_TIMEOUT
                 signal.alarm(timeout_s)  # a hung kernel ends the child, not the run
                 try:
                     payload = {"ok": True, "value": fn(*args)}
-                except Exception as exc:  # reported to the parent as a clean error
+                except Exception as exc:  # noqa: BLE001 (reported to the parent as a clean error)
                     payload = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                 sys.stderr.flush()
                 with os.fdopen(write_fd, "w") as fh:
@@ -143,7 +144,7 @@ def _job_arena(path: str, num_inputs: int) -> dict[str, Any]:
     """
     from tflite_micro import runtime  # noqa: F401  (imported once here, not in every forked probe)
 
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     hi = 1 << 16
     while True:  # grow until it fits
         res = fork_call(_tflm_invoke, data, hi, num_inputs)
@@ -167,7 +168,7 @@ def _job_arena(path: str, num_inputs: int) -> dict[str, Any]:
 
 
 def _job_probe(path: str, runtimes: list[str], num_inputs: int, arena_size: int) -> dict[str, Any]:
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     out: dict[str, Any] = {}
     for rt in runtimes:
         if rt == "tflm":
@@ -209,7 +210,7 @@ def _main() -> int:
             result = _job_probe_many(**job)
         else:
             result = {"ok": False, "error": f"unknown job {kind!r}"}
-    except Exception:
+    except Exception:  # noqa: BLE001 (any failure goes back to the parent as the job's error)
         result = {"ok": False, "error": traceback.format_exc(limit=3)}
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

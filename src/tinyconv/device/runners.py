@@ -100,7 +100,8 @@ class LiteRTRunner:
         self.input_quant, self.output_quant = _quant(self._in), _quant(self._out)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(x, dtype=self.input_dtype).reshape(self.input_shape))
+        x = np.ascontiguousarray(x, dtype=self.input_dtype).reshape(self.input_shape)
+        self._interp.set_tensor(self._in["index"], x)
         self._interp.invoke()
         return np.array(self._interp.get_tensor(self._out["index"]))
 
@@ -122,7 +123,7 @@ class OrtRunner:
         opts.log_severity_level = 3
         try:
             self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types for malformed protobufs
+        except Exception as exc:  # noqa: BLE001 (ORT raises its own exception types for malformed protobufs)
             raise ModelError(f"{path}: ONNX Runtime cannot load this model ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:300]})") from None
         inp = self._sess.get_inputs()[0]
@@ -136,7 +137,7 @@ class OrtRunner:
         feed = {self._in_name: np.ascontiguousarray(x, dtype=self.input_dtype).reshape(self.input_shape)}
         try:
             return np.asarray(self._sess.run(None, feed)[0])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (ORT's own exception types, as above)
             raise ModelError(f"ONNX Runtime failed to run {self.name}: {str(exc).splitlines()[0][:300]}") from None
 
     def reset(self) -> None:
@@ -163,7 +164,7 @@ def check_onnx(path: str | Path) -> None:
         onnx.checker.check_model(model)
     except FileNotFoundError:
         raise FileNotFoundError(f"model file not found: {path}") from None
-    except Exception as exc:  # DecodeError, ValidationError, ...
+    except Exception as exc:  # noqa: BLE001 (DecodeError, ValidationError, ...)
         raise ModelError(f"{path}: malformed or invalid ONNX model ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:300] if str(exc) else 'no detail'})") from None
     initializers = {t.name for t in model.graph.initializer}

@@ -12,6 +12,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tinyconv.device.errors import ModelError
 from tinyconv.device.tflite_checks import check_buffers, validate_graph
@@ -183,11 +184,11 @@ def parse_tflite(data: bytes, name: str = "<bytes>") -> TfliteModel:
         return _build(model, data, name)
     except ModelError:
         raise
-    except Exception as exc:  # the generated reader raises IndexError/struct.error/... on garbage
+    except Exception as exc:  # noqa: BLE001 (the generated reader raises IndexError/struct.error/... on garbage)
         raise ModelError(f"{name}: malformed or truncated TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
 
 
-def _build(model: object, data: bytes, name: str) -> TfliteModel:
+def _build(model: Any, data: bytes, name: str) -> TfliteModel:  # model: the generated (untyped) schema.ModelT
     names = _op_names()
     if getattr(model, "version", 0) != 3:
         raise ModelError(f"{name}: TFLite schema version {model.version} is not supported (expected 3)")
@@ -223,10 +224,10 @@ def _build(model: object, data: bytes, name: str) -> TfliteModel:
             code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
             if code == 32:  # CUSTOM
                 op_name = f"CUSTOM:{oc.customCode.decode(errors='replace') if oc.customCode else '?'}"
+            elif code in names:
+                op_name = names[code]
             else:
-                op_name = names.get(code)
-                if op_name is None:
-                    raise ModelError(f"{name}: operator {oi} has unknown builtin code {code}")
+                raise ModelError(f"{name}: operator {oi} has unknown builtin code {code}")
             idx_in = tuple(int(i) for i in (op.inputs if op.inputs is not None else []))
             idx_out = tuple(int(i) for i in (op.outputs if op.outputs is not None else []))
             for i in idx_in + idx_out:

@@ -174,8 +174,12 @@ def render_streaming_header(inputs: CArrayInputs, facts: StreamingFacts) -> str:
     manifest's, ESP-NN margin included), with the host measurement beside it.
     """
     from tinyconv.device.esphome_detector import MIN_SLICES_BEFORE_DETECTION, quantized_cutoff
-    from tinyconv.device.esphome_features import (ESPHOME_VALUE_DIV, ESPHOME_VALUE_ROUND, ESPHOME_VALUE_SCALE,
-                                                  ESPHOME_ZERO_POINT)
+    from tinyconv.device.esphome_features import (
+        ESPHOME_VALUE_DIV,
+        ESPHOME_VALUE_ROUND,
+        ESPHOME_VALUE_SCALE,
+        ESPHOME_ZERO_POINT,
+    )
 
     info, fe = inputs.info, inputs.frontend
     in_shape, out_shape = tuple(info.input.shape), tuple(info.output.shape)
@@ -226,8 +230,9 @@ typedef {_C_TYPES[info.input.dtype]} tinyconv_input_t;
 #define TINYCONV_INPUT_SCALE {_float(info.input.scale)}
 #define TINYCONV_INPUT_ZERO_POINT {info.input.zero_point}
 
-// Output tensor: {info.output.dtype}, shape {{{outs}}}: the wake-word probability is value / 255 (as ESPHome reads
-// it; the tensor's own scale {_float(info.output.scale)} would put it {(1 - info.output.scale * 255) * 100:.1f} % lower).
+// Output tensor: {info.output.dtype}, shape {{{outs}}}: the wake-word probability is value / 255 (as ESPHome
+// reads it; the tensor's own scale {_float(info.output.scale)} would put it
+// {(1 - info.output.scale * 255) * 100:.1f} % lower).
 typedef {_C_TYPES[info.output.dtype]} tinyconv_output_t;
 #define TINYCONV_OUTPUT_SHAPE {{{outs}}}
 #define TINYCONV_OUTPUT_SCALE {_float(info.output.scale)}
@@ -246,7 +251,8 @@ extern const char* const g_tinyconv_labels[TINYCONV_NUM_LABELS];
 #define TINYCONV_TRAINING_WINDOW_FRAMES {fe.num_frames}  // the 1 s window it was trained on
 
 // Tensor arena in bytes, resource-variable state included: ESPHome manifest tensor_arena_size =
-// host TFLM arena ({facts.host_arena_bytes} B, reference kernels) x {facts.esp_nn_arena_factor!r} for ESP-NN, rounded up to 16 B.
+// host TFLM arena ({facts.host_arena_bytes} B, reference kernels) x {facts.esp_nn_arena_factor!r} for ESP-NN,
+// rounded up to 16 B.
 #define TINYCONV_TENSOR_ARENA_BYTES {facts.tensor_arena_size}
 #define TINYCONV_HOST_TENSOR_ARENA_BYTES {facts.host_arena_bytes}
 #define TINYCONV_NUM_STATE_VARIABLES {facts.num_state_variables}
@@ -263,7 +269,8 @@ extern const char* const g_tinyconv_labels[TINYCONV_NUM_LABELS];
 #define TINYCONV_MIN_SLICES_BEFORE_DETECTION {MIN_SLICES_BEFORE_DETECTION}
 
 // Frontend output (uint16) -> model input (int8), ESPHome's integer formula
-// (v * {ESPHOME_VALUE_SCALE} + {ESPHOME_VALUE_ROUND}) / {ESPHOME_VALUE_DIV} {ESPHOME_ZERO_POINT:+d}, clamped to int8 (tinyconv.device.esphome_features).
+// (v * {ESPHOME_VALUE_SCALE} + {ESPHOME_VALUE_ROUND}) / {ESPHOME_VALUE_DIV} {ESPHOME_ZERO_POINT:+d}, clamped to int8
+// (tinyconv.device.esphome_features).
 #define TINYCONV_FEATURE_VALUE_SCALE {ESPHOME_VALUE_SCALE}
 #define TINYCONV_FEATURE_VALUE_ROUND {ESPHOME_VALUE_ROUND}
 #define TINYCONV_FEATURE_VALUE_DIV {ESPHOME_VALUE_DIV}

@@ -33,9 +33,18 @@ import numpy as np
 import torch
 
 from tinyconv._quiet import native_stderr_captured
-from tinyconv.device.esphome_detector import CUTOFF_GRID, DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW, count_detections
-from tinyconv.device.esphome_features import (ESPHOME_FEATURE_MAX, ESPHOME_INPUT_SCALE, ESPHOME_INPUT_ZERO_POINT,
-                                              esphome_features_int8)
+from tinyconv.device.esphome_detector import (
+    CUTOFF_GRID,
+    DEFAULT_PROBABILITY_CUTOFF,
+    DEFAULT_SLIDING_WINDOW,
+    count_detections,
+)
+from tinyconv.device.esphome_features import (
+    ESPHOME_FEATURE_MAX,
+    ESPHOME_INPUT_SCALE,
+    ESPHOME_INPUT_ZERO_POINT,
+    esphome_features_int8,
+)
 from tinyconv.export.errors import ExportError
 
 # ESPHome micro_wake_word's op resolver (esphome/components/micro_wake_word/streaming_model.cpp):
@@ -191,7 +200,8 @@ def stream_spec(model: torch.nn.Module, positive_index: int = 1) -> StreamSpec:
     )
 
 
-def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index: int = 1) -> tuple[StreamSpec, dict[str, Any]]:
+def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module,
+                    positive_index: int = 1) -> tuple[StreamSpec, dict[str, Any]]:
     """The streaming graph of a QAT checkpoint with its learned quantization, and what was carried.
 
     From the QAT model's converted graph (BN folded, scales frozen): every conv's int8 weights
@@ -231,7 +241,7 @@ def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index
         raise EsphomeExportError(f"QAT graph has {len(convs)} convs and {len(heads)} linear layers; the streaming "
                                  f"model has {len(base.layers)} convs and one linear head")
     layers = []
-    for layer, q in zip(base.layers, convs):
+    for layer, q in zip(base.layers, convs, strict=True):
         w = q["weight_int8"] * q["weight_scale"].reshape(-1, 1, 1, 1)  # [Cout, Cin/g, k, 1], on the QAT grid
         weight = w.transpose(2, 3, 1, 0) if layer.kind == "conv" else w.transpose(2, 3, 0, 1)
         if weight.shape != layer.weight.shape:
@@ -255,7 +265,7 @@ def qat_stream_spec(qat_model: Any, float_model: torch.nn.Module, positive_index
                       logit_range=(-span, span))
     carried = {
         "layers": [{"kind": layer.kind, "weight_scales": q["weight_scale"].tolist(), "output_scale": q["output"][0],
-                    "output_zero_point": q["output"][1]} for layer, q in zip(layers, convs)],
+                    "output_zero_point": q["output"][1]} for layer, q in zip(layers, convs, strict=True)],
         "input": {"qat_scale": convs[0]["input"][0], "qat_zero_point": convs[0]["input"][1],
                   "device_scale": INPUT_SCALE, "device_zero_point": INPUT_ZERO_POINT},
         "logit_difference_range": [-span, span],
@@ -394,7 +404,8 @@ def convert_streaming(spec: StreamSpec, stream: np.ndarray) -> bytes:
             try:
                 return _quiet_convert(converter)
             except Exception as exc:  # the converter raises ConverterError and assorted others
-                raise EsphomeExportError(f"TensorFlow Lite conversion of the QAT streaming graph failed: {exc}") from exc
+                raise EsphomeExportError(
+                    f"TensorFlow Lite conversion of the QAT streaming graph failed: {exc}") from exc
         converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
 
         def representative() -> Iterable[list[np.ndarray]]:
@@ -501,7 +512,8 @@ def inspect_esphome_model(data: bytes) -> EsphomeModelInfo:
         zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
         return tuple(int(s) for s in t.shape), type_names.get(t.type, str(t.type)), (scale, zp)
 
-    inputs, outputs = list(main.inputs if main.inputs is not None else []), list(main.outputs if main.outputs is not None else [])
+    inputs = list(main.inputs if main.inputs is not None else [])
+    outputs = list(main.outputs if main.outputs is not None else [])
     if not inputs or not outputs:
         raise EsphomeExportError("the .tflite has no input or no output tensor")
     in_shape, in_dtype, in_q = tensor(int(inputs[0]))
@@ -579,7 +591,7 @@ def check_conversion(data: bytes, spec: StreamSpec) -> dict[str, Any]:
     if got != [ops[k] for k, _ in expected]:
         raise EsphomeExportError(f"converted model has layers {got}; expected {[ops[k] for k, _ in expected]}")
     worst = {"weight_steps": 0.0, "bias_steps": 0.0, "bias_scale_rel": 0.0, "qat_scale_rel": 0.0}
-    for i, (q, (kind, layer)) in enumerate(zip(layers, expected)):
+    for i, (q, (kind, layer)) in enumerate(zip(layers, expected, strict=True)):
         where = f"layer {i} ({q.op})"
         s_in = float(q.input.scale[0])
         s_w = q.weight.scale.astype(np.float64)
@@ -649,7 +661,8 @@ def torch_stream_probabilities(model: torch.nn.Module, frames: np.ndarray, posit
     return torch.softmax(logits.double(), dim=-1)[:, positive_index].numpy()
 
 
-def qat_window_probabilities(qat_model: Any, frames: np.ndarray, num_frames: int, positive_index: int = 1) -> np.ndarray:
+def qat_window_probabilities(qat_model: Any, frames: np.ndarray, num_frames: int,
+                             positive_index: int = 1) -> np.ndarray:
     """P(positive) of the QAT model's converted graph (fake quantization, BN folded, learned scales)
     on the window of `num_frames` frames ending at each invoke's last frame; NaN before the first
     full window. The streaming model equals the window model there (docs/STREAMING.md)."""
@@ -796,10 +809,10 @@ def export_esphome(
     given: used as is. `arena_budget_bytes`: fail if the manifest's tensor_arena_size exceeds it.
     Everything is written to a temporary folder and swapped in only after all checks pass.
     """
-    from tinyconv.export.pipeline import MANIFEST_NAME, _check_out_dir, _write_atomically, export_manifest
-    from tinyconv.export.source import read_checkpoint
     from tinyconv.device.arena import measure_host_arena
     from tinyconv.device.errors import ModelError
+    from tinyconv.export.pipeline import MANIFEST_NAME, _check_out_dir, _write_atomically, export_manifest
+    from tinyconv.export.source import read_checkpoint
 
     if sliding_window_size < 1:
         raise EsphomeExportError(f"sliding_window_size must be >= 1, got {sliding_window_size}")
@@ -943,15 +956,22 @@ def export_esphome(
     )
 
 
-def _c_arrays(src: Any, tflite: bytes, info: EsphomeModelInfo, host_arena: int, micro: dict[str, Any]) -> dict[str, bytes]:
+def _c_arrays(src: Any, tflite: bytes, info: EsphomeModelInfo, host_arena: int,
+              micro: dict[str, Any]) -> dict[str, bytes]:
     """model_data.cc/.h embedding the streaming .tflite for plain TFLM firmware.
 
     The header (`render_streaming_header`) carries the stride, shapes and types from the .tflite,
     ESPHome's feature formula, and the tensor arena and detector parameters of the ESPHome
     manifest's `micro` block, as written.
     """
-    from tinyconv.export.c_array import (HEADER_NAME, SOURCE_NAME, CArrayInputs, StreamingFacts,
-                                         render_source, render_streaming_header)
+    from tinyconv.export.c_array import (
+        HEADER_NAME,
+        SOURCE_NAME,
+        CArrayInputs,
+        StreamingFacts,
+        render_source,
+        render_streaming_header,
+    )
     from tinyconv.export.tflite import TensorQuant, TFLiteInfo
     from tinyconv.models.streaming import TIME_STRIDE
 

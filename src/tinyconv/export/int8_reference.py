@@ -344,7 +344,7 @@ class TfliteIntegerReference:
                 axis = int(np.asarray(value(ins[2])).reshape(-1)[0]) % x.ndim
                 if -1 in sizes:
                     sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
-                for i, part in zip(outs, np.split(x, np.cumsum(sizes)[:-1], axis=axis)):
+                for i, part in zip(outs, np.split(x, np.cumsum(sizes)[:-1], axis=axis), strict=True):
                     values[i] = part.copy()
             elif name == "LOGISTIC":
                 values[outs[0]] = _logistic(where, value(ins[0]), tensors[ins[0]], tensors[outs[0]])
@@ -354,9 +354,11 @@ class TfliteIntegerReference:
                 raise IntegerReferenceError(f"{where}: the integer reference has no emulation of {name}")
         return values
 
-    def _concatenation(self, where: str, ins: list[_Tensor], out: _Tensor, xs: list[np.ndarray], opts: Any) -> np.ndarray:
+    def _concatenation(self, where: str, ins: list[_Tensor], out: _Tensor, xs: list[np.ndarray],
+                       opts: Any) -> np.ndarray:
         if int(getattr(opts, "fusedActivationFunction", 0)) != 0:
-            raise IntegerReferenceError(f"{where}: a fused activation on CONCATENATION is not supported (TFLM refuses it)")
+            raise IntegerReferenceError(
+                f"{where}: a fused activation on CONCATENATION is not supported (TFLM refuses it)")
         if out.dtype in ("int8", "uint8"):
             for t in ins:
                 if t.qparams != out.qparams:
@@ -371,8 +373,8 @@ class TfliteIntegerReference:
         import torch
 
         if t_in.dtype != "int8" or t_w.dtype != "int8" or t_out.dtype != "int8" or t_w.const is None:
-            raise IntegerReferenceError(f"{where}: only int8 input, constant int8 weights and int8 output are emulated, "
-                                        f"got {t_in.dtype}, {t_w.dtype}, {t_out.dtype}")
+            raise IntegerReferenceError(f"{where}: only int8 input, constant int8 weights and int8 output are "
+                                        f"emulated, got {t_in.dtype}, {t_w.dtype}, {t_out.dtype}")
         if bias is not None and bias.dtype != np.int32:
             raise IntegerReferenceError(f"{where}: bias must be int32, got {bias.dtype}")
         s_in, z_in = t_in.qparams
@@ -418,7 +420,7 @@ class TfliteIntegerReference:
         q = torch.from_numpy(x.astype(np.int64)).permute(0, 3, 1, 2)  # NHWC -> NCHW
         if int(opts.padding) == 0:  # SAME: TFLite pads the extra row/column after (ComputePaddingHeightWidth)
             pads = []
-            for dim, k, s, d in zip(q.shape[2:], weight.shape[2:], stride, dilation):
+            for dim, k, s, d in zip(q.shape[2:], weight.shape[2:], stride, dilation, strict=True):
                 eff = (k - 1) * d + 1
                 total = max((-(-dim // s) - 1) * s + eff - dim, 0)
                 pads.append((total // 2, total - total // 2))
@@ -456,7 +458,8 @@ def _strided_slice(where: str, x: np.ndarray, begin: np.ndarray, end: np.ndarray
 def _logistic(where: str, x: np.ndarray, t_in: _Tensor, t_out: _Tensor) -> np.ndarray:
     """reference_integer_ops::Logistic with TFLM's Prepare (logistic_common.cc)."""
     if t_in.dtype != "int8" or t_out.dtype != "int8":
-        raise IntegerReferenceError(f"{where}: only int8 -> int8 LOGISTIC is emulated, got {t_in.dtype} -> {t_out.dtype}")
+        raise IntegerReferenceError(
+            f"{where}: only int8 -> int8 LOGISTIC is emulated, got {t_in.dtype} -> {t_out.dtype}")
     s_in, z_in = t_in.qparams
     if t_out.qparams[1] != -128:
         raise IntegerReferenceError(f"{where}: LOGISTIC output zero point must be -128 (TFLM), got {t_out.qparams[1]}")
@@ -464,7 +467,8 @@ def _logistic(where: str, x: np.ndarray, t_in: _Tensor, t_out: _Tensor) -> np.nd
     real = float(np.float32(s_in)) * float(1 << (31 - input_integer_bits))
     mantissa, left_shift = np.frexp(real)
     multiplier = int(np.floor(mantissa * (1 << 31) + 0.5))  # TfLiteRound of a positive value
-    radius = int(np.floor(((1 << input_integer_bits) - 1) * float(1 << (31 - input_integer_bits)) / float(1 << int(left_shift))))
+    radius = int(np.floor(((1 << input_integer_bits) - 1) * float(1 << (31 - input_integer_bits))
+                          / float(1 << int(left_shift))))
     flat = x.astype(np.int64).reshape(-1) - z_in
     out = np.empty(flat.shape, np.int8)
     scaled = _mbqm(flat, multiplier, int(left_shift))

@@ -16,11 +16,15 @@ import contextlib
 import io
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tinyconv.export.errors import ExportError
+
+if TYPE_CHECKING:
+    import onnx  # annotations only; the functions import it when they run
 
 OPSET = 18
 
@@ -33,7 +37,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _export(model: torch.nn.Module, input_shape: tuple[int, ...]) -> "onnx.ModelProto":  # noqa: F821
+def _export(model: torch.nn.Module, input_shape: tuple[int, ...]) -> onnx.ModelProto:
     example = (torch.zeros(2, *input_shape),)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     with _quiet():
@@ -65,7 +69,7 @@ def export_int8_onnx(reference: torch.fx.GraphModule, input_shape: tuple[int, ..
     return _serialize(model)
 
 
-def _serialize(model: "onnx.ModelProto") -> bytes:  # noqa: F821
+def _serialize(model: onnx.ModelProto) -> bytes:
     import onnx
 
     model.producer_name = "tinyconv"
@@ -74,8 +78,7 @@ def _serialize(model: "onnx.ModelProto") -> bytes:  # noqa: F821
     return model.SerializeToString(deterministic=True)
 
 
-def _fold_weights(model: "onnx.ModelProto") -> None:  # noqa: F821
-    import onnx
+def _fold_weights(model: onnx.ModelProto) -> None:
     from onnx import helper, numpy_helper
 
     graph = model.graph

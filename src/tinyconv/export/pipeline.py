@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tinyconv.export.errors import ExportError
-from tinyconv.features import features_to_int8
 from tinyconv.checkpoint import CheckpointError, model_from_checkpoint
+from tinyconv.export.errors import ExportError
 from tinyconv.export.source import SourceCheckpoint, read_checkpoint
+from tinyconv.features import features_to_int8
 
 FORMATS = ("tflite", "onnx", "c", "esphome")
 # The default for window models; streaming checkpoints default to esphome + c (export/esphome.py).
@@ -168,7 +168,8 @@ def _representative(src: SourceCheckpoint, representative: np.ndarray | None, co
     return x
 
 
-def _self_check_inputs(src: SourceCheckpoint, calibration: np.ndarray | None, in_scale: float, in_zp: int) -> np.ndarray:
+def _self_check_inputs(src: SourceCheckpoint, calibration: np.ndarray | None, in_scale: float,
+                       in_zp: int) -> np.ndarray:
     """Seeded int8 inputs for self-checks: calibration rows if any, else uniform noise."""
     if calibration is not None and len(calibration):
         return features_to_int8(calibration[:_SELF_CHECK_EXAMPLES], in_scale, in_zp)
@@ -225,18 +226,19 @@ def export_checkpoint(
     """Export a float (PTQ) or QAT checkpoint; returns where the files are and what they hold.
 
     `formats`: any of tflite, onnx, c, esphome (None: tflite,onnx,c, or esphome,c for a
-    streaming checkpoint; esphome is export/esphome.py's stateful model). The INT8 .tflite is always written: the manifest's
-    quantization and arena size describe it, and the C arrays embed it. `representative`:
+    streaming checkpoint; esphome is export/esphome.py's stateful model). The INT8 .tflite is
+    always written: the manifest's quantization and arena size describe it, and the C arrays
+    embed it. `representative`:
     float features [N, frames, channels] for PTQ calibration (default: a seeded subset of the
     training split of config.data.dataset_dir); a QAT checkpoint keeps its learned ranges.
     """
-    from tinyconv.export.c_array import HEADER_NAME, SOURCE_NAME, CArrayInputs, render_header, render_source
-    from tinyconv.export.onnx_export import export_float_onnx, export_int8_onnx
-    from tinyconv.export.tflite import check_full_integer, convert_to_tflite, inspect_tflite
     from tinyconv.device.arena import measure_host_arena
     from tinyconv.device.errors import ModelError
     from tinyconv.device.runners import run_tflm
+    from tinyconv.export.c_array import HEADER_NAME, SOURCE_NAME, CArrayInputs, render_header, render_source
     from tinyconv.export.esphome import export_esphome, route_formats
+    from tinyconv.export.onnx_export import export_float_onnx, export_int8_onnx
+    from tinyconv.export.tflite import check_full_integer, convert_to_tflite, inspect_tflite
 
     try:  # model_from_checkpoint names the checkpoint in a CheckpointError
         wanted = route_formats(checkpoint_path, formats)
@@ -266,7 +268,7 @@ def export_checkpoint(
 
     # Self-check: TFLM vs the PyTorch quantized model computed with the int8 kernels' arithmetic.
     x_int8 = _self_check_inputs(src, calibration, info.input.scale, info.input.zero_point)
-    x_float = torch.from_numpy(((x_int8.astype(np.float32) - info.input.zero_point) * info.input.scale))
+    x_float = torch.from_numpy((x_int8.astype(np.float32) - info.input.zero_point) * info.input.scale)
     with torch.no_grad():
         ref_out = ref.integer(x_float).numpy()
     tflm_out = run_tflm(tflite, x_int8, arena)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from tinyconv.config import FrontendConfig
-from tinyconv.features import clip_features, features_to_int8
 from tinyconv.data.workers import die_with_parent
 from tinyconv.device.errors import ModelError
 from tinyconv.device.runners import Runner, dequantize, make_runner
+from tinyconv.features import clip_features, features_to_int8
 from tinyconv.metrics import confusion_matrix, per_class, softmax
 
 
@@ -104,7 +104,7 @@ def run_clips(specs: list[RunnerSpec], paths: list[str], *, frontend: FrontendCo
         ctx = mp.get_context("spawn")
         # Workers exit when the run dies (a SIGKILL would otherwise orphan the pool).
         with ctx.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            it = pool.imap(_work, jobs)
+            it: Iterable[dict[str, Any]] = pool.imap(_work, jobs)
             if progress:
                 from tqdm import tqdm
 
@@ -114,7 +114,7 @@ def run_clips(specs: list[RunnerSpec], paths: list[str], *, frontend: FrontendCo
     errors: list[str] = []
     logits: dict[str, list[np.ndarray]] = {}
     offset = 0
-    for job, res in zip(jobs, results):
+    for job, res in zip(jobs, results, strict=True):
         kept += [offset + i for i in res["ok"]]
         errors += res["errors"]
         for k, v in res["logits"].items():

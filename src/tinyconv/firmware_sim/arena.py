@@ -126,7 +126,7 @@ def target_arena(model: TfliteModel, host: HostArena, kernels: str) -> TargetAre
     live = live_bytes_per_op(model)
     scratch = [_align(scratch_fn(op)) if scratch_fn(op) else 0 for op in ops]
     peak_host = max(live, default=0)
-    peak_target = max((a + b for a, b in zip(live, scratch)), default=0)
+    peak_target = max((a + b for a, b in zip(live, scratch, strict=True)), default=0)
     extra = max(0, peak_target - peak_host)
     cats = host.categories
 
@@ -167,5 +167,5 @@ def arena_breakdown(model: TfliteModel, host: HostArena, top: int = 5) -> dict[s
         "largest_tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes}
                             for t in largest],
         "live_bytes_per_op": [{"op_index": op.index, "op": op.name, "live_bytes": b}
-                              for op, b in zip(model.main_ops, live)],
+                              for op, b in zip(model.main_ops, live, strict=True)],
     }

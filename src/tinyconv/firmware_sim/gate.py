@@ -35,7 +35,8 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def measure(target: str | Path, *, dataset_dir: str | Path | None = None, max_clips: int | None = None) -> dict[str, Any]:
+def measure(target: str | Path, *, dataset_dir: str | Path | None = None,
+            max_clips: int | None = None) -> dict[str, Any]:
     """The gated numbers of an export: model bytes, host arena, MACs, TFLM accuracy (if a dataset)."""
     files = resolve_target(target)
     if files.tflite is None:

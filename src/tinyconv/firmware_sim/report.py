@@ -51,7 +51,8 @@ def resolve_target(target: str | Path) -> ExportFiles:
         files = {n: (p / n if (p / n).is_file() else None)
                  for n in ("model_int8.tflite", "model_int8.onnx", "model_float.onnx")}
         esphome = manifest.get("esphome")  # an ESPHome export: <name>.tflite is the streaming model
-        if files["model_int8.tflite"] is None and isinstance(esphome, dict) and (p / str(esphome.get("model"))).is_file():
+        if (files["model_int8.tflite"] is None and isinstance(esphome, dict)
+                and (p / str(esphome.get("model"))).is_file()):
             files["model_int8.tflite"] = p / str(esphome["model"])
         if not any(files.values()):
             raise ModelError(f"{p}: no model_int8.tflite, model_int8.onnx or model_float.onnx "
@@ -76,18 +77,17 @@ def evaluate_budget(model: TfliteModel, budget: McuBudget, arena_target: int) ->
     code = estimate_code_bytes(model, budget.kernels)
     latency = estimate_for_budget(model, budget)
     flash_needed = model.model_bytes + code["total_bytes"]
+
+    def check(unit: str, need: float, have: float) -> dict[str, Any]:
+        return {f"needed_{unit}": need, f"available_{unit}": have, "margin": have - need,
+                "margin_pct": 100.0 * (have - need) / have, "pass": need <= have}
+
     checks = {
-        "ram": {"needed_bytes": arena_target, "available_bytes": budget.ram_available_bytes},
-        "flash": {"needed_bytes": flash_needed, "available_bytes": budget.flash_available_bytes},
+        "ram": check("bytes", arena_target, budget.ram_available_bytes),
+        "flash": check("bytes", flash_needed, budget.flash_available_bytes),
     }
     if budget.max_latency_ms is not None:
-        checks["latency"] = {"needed_ms": latency["latency_ms"], "available_ms": budget.max_latency_ms}
-    for c in checks.values():
-        need = c.get("needed_bytes", c.get("needed_ms"))
-        have = c.get("available_bytes", c.get("available_ms"))
-        c["margin"] = have - need
-        c["margin_pct"] = 100.0 * (have - need) / have
-        c["pass"] = need <= have
+        checks["latency"] = check("ms", latency["latency_ms"], budget.max_latency_ms)
     return {
         "name": budget.name, "core": budget.core, "clock_mhz": budget.clock_mhz, "kernels": budget.kernels,
         "arena_bytes_target": arena_target, "code_bytes_estimate": code, "flash_bytes_needed": flash_needed,
@@ -113,7 +113,12 @@ def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | No
     for onnx_path in (files.onnx_int8, files.onnx_float):
         if onnx_path is not None:
             check_onnx(onnx_path)
-    report["model_bytes"] = model.model_bytes if model else (files.onnx_int8 or files.onnx_float).stat().st_size
+    if model is not None:
+        report["model_bytes"] = model.model_bytes
+    else:
+        onnx_file = files.onnx_int8 or files.onnx_float
+        assert onnx_file is not None, "resolve_target returns at least one model file"
+        report["model_bytes"] = onnx_file.stat().st_size
     report["macs"] = model.macs if model else None
 
     specs = []
@@ -123,10 +128,11 @@ def simulate(target: str | Path, budgets: list[str], *, out_dir: str | Path | No
         try:
             host = measure_host_arena(model)
         except RuntimeFailure as exc:
-            raise ModelError(f"{model.path}: TFLite Micro cannot run this model: {explain_tflm_error(str(exc))}") from None
+            raise ModelError(
+                f"{model.path}: TFLite Micro cannot run this model: {explain_tflm_error(str(exc))}") from None
         status = check_runtimes(model, list(TFLITE_RUNTIMES), host.arena_bytes)
-        if status.get("tflm"):
-            raise ModelError(f"{model.path}: TFLite Micro cannot run this model: {explain_tflm_error(status['tflm'])}")
+        if tflm_error := status.get("tflm"):
+            raise ModelError(f"{model.path}: TFLite Micro cannot run this model: {explain_tflm_error(tflm_error)}")
         report.update({
             "model": {"path": model.path, "sha256": model.sha256, "ops": model.op_names,
                       "num_ops": len(model.main_ops), "weight_bytes": model.weight_bytes,
@@ -427,12 +433,14 @@ def plot_det(streaming: dict[str, Any], path: Path) -> Path:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Firmware simulation: {report['target']}", "",
-             f"- model bytes: {report['model_bytes']:,}", f"- MACs: {report['macs']:,}" if report.get("macs") else "- MACs: n/a"]
+             f"- model bytes: {report['model_bytes']:,}",
+             f"- MACs: {report['macs']:,}" if report.get("macs") else "- MACs: n/a"]
     if "arena_bytes_host" in report:
         a = report["arena"]
         lines += [f"- TFLM arena (host, 64-bit, measured): {report['arena_bytes_host']:,} B "
                   f"({a['persistent_bytes']:,} persistent, {a['non_persistent_bytes']:,} non-persistent)"]
-    lines += ["", "## Runtimes (host)", "", "| runtime | p50 ms | p95 ms | accuracy | drop vs float |", "|---|---|---|---|---|"]
+    lines += ["", "## Runtimes (host)", "", "| runtime | p50 ms | p95 ms | accuracy | drop vs float |",
+              "|---|---|---|---|---|"]
     for name, r in report["runtimes"].items():
         if not r.get("ok", True):
             lines.append(f"| {name} | error: {r['error'][:80]} | | | |")

@@ -36,8 +36,12 @@ from typing import Any
 import numpy as np
 
 from tinyconv.config import FrontendConfig
-from tinyconv.device.esphome_detector import (DEFAULT_PROBABILITY_CUTOFF, DEFAULT_SLIDING_WINDOW,
-                                              MIN_SLICES_BEFORE_DETECTION, detect)
+from tinyconv.device.esphome_detector import (
+    DEFAULT_PROBABILITY_CUTOFF,
+    DEFAULT_SLIDING_WINDOW,
+    MIN_SLICES_BEFORE_DETECTION,
+    detect,
+)
 from tinyconv.device.esphome_features import ESPHOME_INPUT_SCALE, ESPHOME_INPUT_ZERO_POINT, esphome_features_int8
 from tinyconv.device.runners import Runner, dequantize
 from tinyconv.features import StreamingFrontend
@@ -80,8 +84,8 @@ def _is_mww_input(runner: Runner) -> bool:
     return runner.input_dtype == np.int8 and zp == MWW_INPUT_QUANT[1] and abs(scale / MWW_INPUT_QUANT[0] - 1) < 0.01
 
 
-def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index: int = 1,
-                         stride_frames: int = 3, frontend: FrontendConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index: int = 1, stride_frames: int = 3,
+                         frontend: FrontendConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """P(positive) over time: (times_s at the end of each inference, probabilities)."""
     fcfg = frontend or FrontendConfig()
     feats = StreamingFrontend(fcfg).process(np.asarray(samples, dtype=np.int16))
@@ -97,7 +101,7 @@ def stream_probabilities(runner: Runner, samples: np.ndarray, *, positive_index:
     runner.reset()  # fresh state per stream; never reset between invokes (the state is the model's memory)
     probs = np.zeros(len(ends), dtype=np.float32)
     for k, end in enumerate(ends):
-        if esphome:  # consecutive, non-overlapping blocks of `per_input` frames
+        if qfeats is not None:  # ESPHome: consecutive, non-overlapping blocks of `per_input` frames
             raw = runner.run(qfeats[end - per_input : end].reshape(runner.input_shape)).reshape(-1)
         else:
             raw = runner.run(model_input(runner, feats[end - per_input : end])).reshape(-1)
@@ -126,7 +130,7 @@ def detection_times(times: np.ndarray, probs: np.ndarray, cfg: DetectorConfig, c
 
 def score(detections: list[np.ndarray], streams: list[Stream], tolerance_s: float) -> dict[str, float]:
     hits = total = false = 0
-    for det, st in zip(detections, streams):
+    for det, st in zip(detections, streams, strict=True):
         matched = np.zeros(len(det), dtype=bool)
         for start, end in st.positives:
             total += 1

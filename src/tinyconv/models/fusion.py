@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,8 @@ from tinyconv.models.tinyconv import ConvBNReLU, TinyConvWakeword
 
 # Architectures built only from ConvBNReLU units (+ pooling/slicing and one Linear): fusable.
 _FUSABLE = (TinyConvWakeword, StreamTinyConv)
+FusableModel = TinyConvWakeword | StreamTinyConv
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class QuantizationError(TinyconvError, ValueError):
@@ -80,8 +83,10 @@ class FusedConvBNReLU2d(nn.Module):
     def to_folded(self) -> nn.Sequential:
         """A plain Conv2d(bias=True) (+ ReLU) with the BN folded in: for PTQ and float export."""
         c = self.conv
+        # torch types a Conv2d's kernel_size/stride/padding/dilation as tuple[int, ...], its constructor as 2-tuples.
         conv = nn.Conv2d(
-            c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups, bias=True
+            c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups,  # type: ignore[arg-type]
+            bias=True,
         )
         with torch.no_grad():
             weight, bias = self.folded_weight_bias()
@@ -91,7 +96,7 @@ class FusedConvBNReLU2d(nn.Module):
         return nn.Sequential(conv, nn.ReLU()) if self.relu else nn.Sequential(conv)
 
 
-def check_supported(model: nn.Module) -> TinyConvWakeword:
+def check_supported(model: nn.Module) -> FusableModel:
     """The model if QAT fusion supports it, else a QuantizationError naming what is not."""
     if not isinstance(model, _FUSABLE):
         raise QuantizationError(
@@ -103,7 +108,8 @@ def check_supported(model: nn.Module) -> TinyConvWakeword:
         if isinstance(unit, (ConvBNReLU, FusedConvBNReLU2d)):
             inside_units.update(id(m) for m in unit.modules())
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) and id(module) not in inside_units:
+        is_conv_or_bn = isinstance(module, (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d))
+        if is_conv_or_bn and id(module) not in inside_units:
             raise QuantizationError(
                 f"layer {name!r} ({type(module).__name__}) is not part of a Conv+BN+ReLU unit; "
                 "QAT fusion supports only TinyConv's ConvBNReLU layout"
@@ -118,7 +124,7 @@ def check_supported(model: nn.Module) -> TinyConvWakeword:
     return model
 
 
-def _replace_units(model: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+def _replace_units(model: _M, make: Callable[[nn.Module], nn.Module | None]) -> _M:
     for name, child in list(model.named_children()):
         new = make(child)
         if new is not None:
@@ -128,7 +134,7 @@ def _replace_units(model: nn.Module, make: Callable[[nn.Module], nn.Module | Non
     return model
 
 
-def fuse_tiny_conv(model: nn.Module) -> TinyConvWakeword:
+def fuse_tiny_conv(model: nn.Module) -> FusableModel:
     """A copy of a TinyConv V1/V2 with every Conv+BN+ReLU collapsed into a `FusedConvBNReLU2d`.
 
     The original is untouched. No standalone BatchNorm module remains; in eval mode the copy
@@ -140,17 +146,18 @@ def fuse_tiny_conv(model: nn.Module) -> TinyConvWakeword:
     def make(child: nn.Module) -> nn.Module | None:
         if isinstance(child, ConvBNReLU):
             conv, bn, _ = child
+            assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)  # check_supported checked
             unit = FusedConvBNReLU2d(conv, bn, relu=True)
             unit.train(child.training)
             return unit
         return None
 
-    return _replace_units(fused, make)  # type: ignore[return-value]
+    return _replace_units(fused, make)
 
 
-def fold_tiny_conv(model: nn.Module) -> TinyConvWakeword:
+def fold_tiny_conv(model: nn.Module) -> FusableModel:
     """A copy in eval mode with each Conv+BN+ReLU folded into Conv2d(bias)+ReLU (PTQ, float ONNX)."""
-    fused = model if _is_fused(model) else fuse_tiny_conv(model)
+    fused = check_supported(model) if _is_fused(model) else fuse_tiny_conv(model)
     folded = copy.deepcopy(fused)
 
     def make(child: nn.Module) -> nn.Module | None:
@@ -161,7 +168,7 @@ def fold_tiny_conv(model: nn.Module) -> TinyConvWakeword:
     return folded.eval()
 
 
-def drop_dropout(model: TinyConvWakeword) -> None:
+def drop_dropout(model: FusableModel) -> None:
     """Dropout -> Identity before quantizing.
 
     In a PT2E graph the dropout's output gets its own observer, so at inference the tensor is

@@ -104,6 +104,10 @@ class QATTinyConv(nn.Module):
     otherwise keep updating ranges on validation batches).
     """
 
+    # Registered as buffers in __init__ (declared here: nn.Module's __getattr__ is typed Tensor | Module).
+    bn_frozen: torch.Tensor
+    observers_frozen: torch.Tensor
+
     def __init__(self, graph_module: torch.fx.GraphModule, *, num_classes: int, input_shape: tuple[int, int]) -> None:
         super().__init__()
         self.graph_module = graph_module
@@ -182,7 +186,7 @@ def convert_prepared(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 def graph_attr(module: nn.Module, target: str) -> torch.Tensor:
     """The tensor a get_attr node names ("a.b.c"), looked up on `module`."""
-    return functools.reduce(getattr, target.split("."), module)  # type: ignore[arg-type,return-value]
+    return functools.reduce(getattr, target.split("."), module)  # type: ignore[return-value]
 
 
 def _dq_scale(node: Any, module: torch.fx.GraphModule) -> torch.Tensor | None:

@@ -158,7 +158,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     model = entry.factory(**hparams)
     bound = inspect.signature(entry.arch or entry.factory).bind(**hparams)
     bound.apply_defaults()
-    model.hparams = dict(bound.arguments)
+    # nn.Module.__setattr__ is typed for tensors and modules only; any value is a plain attribute.
+    model.hparams = dict(bound.arguments)  # type: ignore[assignment]
     return model
 
 

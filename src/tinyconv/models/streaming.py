@@ -41,7 +41,11 @@ TIME_STRIDE = 3
 def conv_of(unit: nn.Module) -> nn.Conv2d:
     """The Conv2d of a unit: ConvBNReLU / folded Sequential (first child) or a fused unit (.conv)."""
     conv = getattr(unit, "conv", None)
-    return conv if isinstance(conv, nn.Conv2d) else unit[0]  # type: ignore[index,return-value]
+    if not isinstance(conv, nn.Conv2d) and isinstance(unit, nn.Sequential):
+        conv = unit[0]
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"{type(unit).__name__} is not a conv unit (no Conv2d as .conv or first child)")
+    return conv
 
 
 def _kernel_t(unit: nn.Module) -> int:
@@ -106,7 +110,7 @@ class StreamTinyConv(nn.Module):
                 blocks.append(nn.Sequential(ConvBNReLU(c_in, c, (k, 1))))
             c_in = c
         self.blocks = nn.ModuleList(blocks)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout: nn.Module = nn.Dropout(dropout)  # fusion.drop_dropout swaps in nn.Identity
         self.classifier = nn.Linear(c * head_steps, num_classes)
 
     # ---- properties used by export and reports ---------------------------------------------
@@ -135,9 +139,9 @@ class StreamTinyConv(nn.Module):
         return total + self.classifier.in_features * self.classifier.out_features
 
     def conv_units(self) -> list[nn.Module]:
-        units = [self.stem]
+        units: list[nn.Module] = [self.stem]
         for block in self.blocks:
-            units.extend(block)
+            units.extend(block.children())
         return units
 
     # ---- non-streaming form ----------------------------------------------------------------
@@ -197,7 +201,7 @@ class StreamingTinyConv(nn.Module):
     def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
         """[B, C, steps, 1] of each ring buffer: stem input frames, each temporal conv's input, the head."""
         m = self.model
-        shapes = [(batch, m.input_shape[1], m.stem_kernel - TIME_STRIDE, 1)]
+        shapes: list[tuple[int, ...]] = [(batch, m.input_shape[1], m.stem_kernel - TIME_STRIDE, 1)]
         for unit in m.conv_units()[1:]:
             k = _kernel_t(unit)
             if k > 1:
@@ -228,7 +232,7 @@ class StreamingTinyConv(nn.Module):
 
         h = m.stem(push(frames.transpose(1, 2).unsqueeze(-1)))
         for block in m.blocks:
-            for unit in block:
+            for unit in block.children():
                 h = unit(push(h) if _kernel_t(unit) > 1 else h)
         window = push(h)
         logits = m.classifier(torch.flatten(window, 1))

@@ -93,7 +93,7 @@ class TinyConvWakeword(nn.Module):
             _block(c, 2 if i < strided_blocks else 1, use_depthwise, dilations[i]) for i in range(num_blocks)
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout: nn.Module = nn.Dropout(dropout)  # fusion.drop_dropout swaps in nn.Identity
         self.classifier = nn.Linear(c, num_classes)
 
     @property

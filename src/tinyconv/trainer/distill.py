@@ -246,10 +246,11 @@ def load_configured_teachers(config: Config, labels: Sequence[str]) -> dict[str,
 
 
 def feature_teacher_path(config: Config, kind: str) -> Path:
-    """The checkpoint a feature teacher names: distill.teacher_pretrained_dirs[kind], a run folder
-    (its checkpoint.pt) or the checkpoint file itself."""
-    path = Path(config.distill.teacher_pretrained_dirs.get(kind, ""))
-    return path / "checkpoint.pt" if path.is_dir() else path
+    """The checkpoint of a feature teacher: distill.teacher_pretrained_dirs[kind] (a run folder or
+    its checkpoint.pt), else the one `tinyconv teacher train` wrote under teacher_dir(config)."""
+    named = config.distill.teacher_pretrained_dirs.get(kind, "")
+    path = Path(named) if named else teacher_dir(config) / kind
+    return path / "checkpoint.pt" if path.is_dir() or not named else path
 
 
 def load_feature_teachers(config: Config, labels: Sequence[str]) -> dict[str, nn.Module]:
@@ -261,7 +262,11 @@ def load_feature_teachers(config: Config, labels: Sequence[str]) -> dict[str, nn
         if kind not in FEATURE_TEACHER_KINDS:
             continue
         path = feature_teacher_path(config, kind)
-        where = f"distill.teacher_pretrained_dirs.{kind} ({path})"
+        named = bool(config.distill.teacher_pretrained_dirs.get(kind))
+        where = f"distill.teacher_pretrained_dirs.{kind} ({path})" if named else f"teacher {kind!r} ({path})"
+        if not named and not path.is_file():
+            raise DistillationError(f"{where} not found: train it first with `tinyconv teacher train --config ...`, "
+                                    f"or name a trained run folder in distill.teacher_pretrained_dirs.{kind}")
         try:
             ckpt = load_checkpoint(path)
         except CheckpointError as exc:

@@ -25,12 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tinyconv.checkpoint import Checkpoint, CheckpointError, atomic_save, load_torch_file, save_checkpoint
 from tinyconv.config import Config, ModelConfig, config_to_dict, save_config
-from tinyconv.errors import TinyconvError
 from tinyconv.data.dataset import FeatureSet
+from tinyconv.errors import TinyconvError
 from tinyconv.metrics import classification_report
 from tinyconv.models import build_model
-from tinyconv.checkpoint import Checkpoint, CheckpointError, atomic_save, load_torch_file, save_checkpoint
 
 BEST = "checkpoint.pt"
 LAST = "last.pt"

@@ -25,8 +25,8 @@ from tinyconv.models.fusion import QuantizationError
 from tinyconv.models.pt2e import QATTinyConv, prepare_qat
 
 if TYPE_CHECKING:
-    from tinyconv.config import Config, QATConfig
     from tinyconv.checkpoint import Checkpoint
+    from tinyconv.config import Config, QATConfig
 
 __all__ = [
     "prepare_model_for_qat",
@@ -115,7 +115,8 @@ def qat_finetune(
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
-        history.append({"epoch": float(epoch), "train_loss": total / len(order), "val_accuracy": _accuracy(model, val_x, val_y)})
+        history.append({"epoch": float(epoch), "train_loss": total / len(order),
+                        "val_accuracy": _accuracy(model, val_x, val_y)})
     metrics: dict[str, Any] = dict(history[-1]) if history else {}
     metrics["history"] = history
     return Checkpoint(

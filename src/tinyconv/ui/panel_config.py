@@ -125,7 +125,7 @@ def values_to_config(values: Sequence[Any], specs: Sequence[FieldSpec] | None = 
     if len(values) != len(specs):
         raise ConfigError(f"the panel sent {len(values)} values for {len(specs)} fields; reload the page")
     raw: dict[str, dict[str, Any]] = {}
-    for spec, value in zip(specs, values):
+    for spec, value in zip(specs, values, strict=True):
         raw.setdefault(spec.section, {})[spec.name] = from_widget(spec, value)
     return config_from_dict(raw)
 
@@ -184,7 +184,7 @@ class ConfigPanel:
     components: list[Any]
 
     def component(self, key: str) -> Any:
-        for spec, comp in zip(self.specs, self.components):
+        for spec, comp in zip(self.specs, self.components, strict=True):
             if spec.key == key:
                 return comp
         raise KeyError(key)
@@ -195,7 +195,7 @@ def build_panel(config: Config) -> ConfigPanel:
     import gradio as gr
 
     specs = panel_fields()
-    values = dict(zip((s.key for s in specs), config_to_values(config, specs)))
+    values = dict(zip((s.key for s in specs), config_to_values(config, specs), strict=True))
     components: list[Any] = [None] * len(specs)
     by_section: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
