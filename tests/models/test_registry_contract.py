@@ -6,6 +6,7 @@ built model shows the hyper-parameters it was really built with."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -201,3 +202,20 @@ def test_a_model_that_hides_its_hyper_parameters_cannot_register() -> None:
             return nn.Linear(width, num_classes)
 
     assert "opaque_model" not in list_models() and "typo_model" not in list_models()
+
+
+def test_the_saved_config_records_the_variants_fixed_values(tiny_cfg: Any) -> None:
+    """A tinyconv_v2_075 checkpoint says width 0.75 and depthwise (the field defaults are 0.5 and
+    the V1/V2 default), so a reader of config.yaml or the checkpoint sees what was built."""
+    from tinyconv.checkpoint import load_checkpoint, model_from_checkpoint
+    from tinyconv.config import load_config, replace
+    from tinyconv.models.registry import resolved_model_config
+    from tinyconv.trainer.run import train
+
+    assert resolved_model_config(ModelConfig(name="tinyconv_v2_075")).width_multiplier == 0.75
+    cfg = replace(tiny_cfg, model={"name": "tinyconv_v2_075", "width_multiplier": ModelConfig().width_multiplier},
+                  train={"epochs": 1})
+    ckpt = load_checkpoint(train(cfg).checkpoint_path)
+    assert (ckpt.config.model.width_multiplier, ckpt.config.model.tiny_conv_use_depthwise) == (0.75, True)
+    assert load_config(Path(cfg.train.out_dir) / "config.yaml").model.width_multiplier == 0.75
+    assert model_from_checkpoint(ckpt).width == 48

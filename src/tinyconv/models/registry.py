@@ -207,6 +207,24 @@ def model_kwargs(model_config: ModelConfig) -> dict[str, Any]:
     return out
 
 
+def resolved_model_config(model_config: ModelConfig) -> ModelConfig:
+    """`model_config` with the values its variant fixes written into their fields, so a saved config
+    (checkpoint, run folder) says what was built: `tinyconv_v2_075` records width_multiplier 0.75,
+    not the field's default. ConfigError as `model_kwargs` for values that would not reach the model."""
+    from tinyconv.config import ConfigError
+
+    model_kwargs(model_config)
+    entry = model_entry(model_config.name)
+    out = model_config
+    for field, kwarg in CONFIG_KWARGS.items():
+        if kwarg in entry.fixed:
+            try:
+                out = dataclasses.replace(out, **{field: entry.fixed[kwarg]})
+            except ConfigError:  # a value the 4-block config cannot hold (a 2-block test variant's dilations)
+                continue
+    return out
+
+
 def check_model_config(model_config: ModelConfig) -> None:
     """ConfigError unless every `model.*` value reaches the named model (see `model_kwargs`)."""
     model_kwargs(model_config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from tinyconv.data.dataset import FeatureSet
 from tinyconv.errors import TinyconvError
 from tinyconv.metrics import classification_report
 from tinyconv.models import build_model
+from tinyconv.models.registry import resolved_model_config
 
 BEST = "checkpoint.pt"
 LAST = "last.pt"
@@ -228,7 +230,8 @@ class Trainer:
         state_fn: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        self.config = config
+        # What the checkpoint and the run's config.yaml record: the variant's fixed values included.
+        self.config = config = dataclasses.replace(config, model=resolved_model_config(config.model))
         self.train_set, self.val_set = train, val
         self.out_dir = Path(out_dir)
         self.kind = kind
