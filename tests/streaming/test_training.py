@@ -11,12 +11,17 @@ import torch
 from tests.streaming.conftest import LABELS, make_clips, stream_config
 from tinyconv.config import ConfigError, load_config, replace
 from tinyconv.data.dataset import FeatureSet
+from tinyconv.data.manifest import Row
 from tinyconv.device.esphome_detector import detect
 from tinyconv.models import build_model
 from tinyconv.models.streaming import StreamingTinyConv
 from tinyconv.trainer import streams as st
 from tinyconv.trainer.loop import Trainer
 from tinyconv.trainer.run import train
+
+
+def _fs(x: np.ndarray, y: np.ndarray, rows: list[Row] | None = None) -> FeatureSet:
+    return FeatureSet(x, y, LABELS, LABELS[1], rows or [])
 
 
 def test_shift_windows_slides_into_the_partner() -> None:
@@ -63,7 +68,7 @@ def test_esphome_detections_are_the_device_detector_on_uint8() -> None:
 
 def test_feature_streams_place_every_positive_after_negatives() -> None:
     x, y = make_clips(40, seed=1)
-    fs = st.build_feature_streams(x, y, 1, seed=0)
+    fs = st.build_feature_streams(_fs(x, y), seed=0)
     assert fs.spans.shape == (int((y == 1).sum()), 2)
     assert fs.negative.shape == (int((y == 0).sum()) * 98, 40)
     pos_clips = {x[i].tobytes() for i in np.flatnonzero(y == 1)}
@@ -72,7 +77,7 @@ def test_feature_streams_place_every_positive_after_negatives() -> None:
     assert fs.spans[0, 0] == st.GAP_CLIPS * 98
     assert fs.negative_hours == pytest.approx(fs.negative.shape[0] * 0.01 / 3600)
     with pytest.raises(st.StreamSelectionError, match="needs positive and negative validation clips"):
-        st.build_feature_streams(x[y == 1], y[y == 1], 1)
+        st.build_feature_streams(_fs(x[y == 1], y[y == 1]))
 
 
 def test_step_probabilities_equal_the_streaming_form(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +107,7 @@ def test_step_probabilities_equal_the_streaming_form(monkeypatch: pytest.MonkeyP
 
 def test_stream_report_of_a_perfect_and_a_silent_model() -> None:
     x, y = make_clips(30, seed=4)
-    streams = st.build_feature_streams(x, y, 1, seed=0)
+    streams = st.build_feature_streams(_fs(x, y), seed=0)
 
     class Oracle(torch.nn.Module):
         """Fires on the positive band (channels 8-20) in the last 20 frames of its window."""
@@ -176,11 +181,12 @@ def test_training_with_streaming_windows_selects_on_streams(tmp_path: Path) -> N
 def test_feature_streams_leave_near_misses_out() -> None:
     x, y = make_clips(40, seed=1)
     kinds = ["confusable" if i % 4 == 0 else ("positive" if y[i] == 1 else "speech") for i in range(len(y))]
-    fs = st.build_feature_streams(x, y, 1, seed=0, kinds=kinds)
-    near = {x[i].tobytes() for i in range(0, len(y), 4)}
+    rows = [Row(path=f"{i}.wav", label=LABELS[int(y[i])], split="val", kind=k) for i, k in enumerate(kinds)]
+    fs = st.build_feature_streams(_fs(x, y, rows), seed=0)
+    near = {x[i].tobytes() for i in range(0, len(y), 4) if y[i] == 0}
     negatives = {fs.negative[k : k + 98].tobytes() for k in range(0, len(fs.negative), 98)}
     assert not near & negatives and len(negatives) == sum(bool(y[i] == 0 and i % 4) for i in range(len(y)))
-    assert len(fs.spans) == sum(bool(y[i] == 1 and i % 4) for i in range(len(y)))
+    assert len(fs.spans) == int((y == 1).sum())
 
 
 def test_quickstart_of_a_streaming_model_ends_with_the_esphome_pair(tiny_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,3 +209,14 @@ def test_quickstart_of_a_streaming_model_ends_with_the_esphome_pair(tiny_cfg, mo
     assert (run / "model_data.cc").stat().st_size > (run / "hey_tiny.tflite").stat().st_size
     assert 0.0 <= result.streaming["recall"] <= 1.0 and "at_cutoff" in result.streaming
     assert {"export", "streams"} <= set(result.seconds)
+
+
+def test_everyday_negatives_is_the_one_rule_for_fa_per_hour() -> None:
+    """Validation streams, the exporter's cutoff and the quickstart's test streams all count false
+    accepts on negatives other than near misses; without rows, every negative counts."""
+    x, y = make_clips(8, seed=3)
+    kinds = ["confusable", "speech", "background", "positive"] * 2
+    rows = [Row(path=f"{i}.wav", label=LABELS[int(y[i])], split="val", kind=k) for i, k in enumerate(kinds)]
+    mask = _fs(x, y, rows).everyday_negatives()
+    assert mask.tolist() == [bool(y[i] == 0 and kinds[i] != "confusable") for i in range(8)]
+    assert _fs(x, y).everyday_negatives().tolist() == (y == 0).tolist()

@@ -34,6 +34,16 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.y)
 
+    def everyday_negatives(self) -> np.ndarray:
+        """Mask of the negatives false accepts per hour are measured on: every negative but the
+        near misses (kind "confusable", e.g. "okay nabo"), which stay the clip-level metric's job
+        (thousands of them an hour would be no one's everyday audio). The one rule for the
+        trainer's validation streams, the exporter's cutoff and the quickstart's test streams."""
+        neg = self.y != self.positive_index if self.positive_index is not None else np.ones(len(self.y), bool)
+        if len(self.rows) != len(self.y):  # rows unknown: every negative
+            return neg
+        return neg & np.array([r.kind != "confusable" for r in self.rows], dtype=bool)
+
 
 _STATE: dict[str, object] = {}
 

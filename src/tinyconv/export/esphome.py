@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from tinyconv.device.esphome_features import (
     esphome_features_int8,
 )
 from tinyconv.export.errors import ExportError
+
+if TYPE_CHECKING:
+    from tinyconv.data.dataset import FeatureSet
 
 # ESPHome micro_wake_word's op resolver (esphome/components/micro_wake_word/streaming_model.cpp):
 # exactly these 20 ops; a model with any other op fails to load on the device.
@@ -759,14 +762,13 @@ def _clip_stream(clips: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.concatenate(list(clips[idx]), axis=0).astype(np.float32)
 
 
-def _dataset_clips(src: Any, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _dataset_split(src: Any, split: str) -> FeatureSet | None:
     from tinyconv.data.dataset import load_features
 
     try:
-        fs = load_features(Path(src.config.data.dataset_dir).resolve(), split, src.config.frontend)
+        return load_features(Path(src.config.data.dataset_dir).resolve(), split, src.config.frontend)
     except (OSError, ValueError):
         return None
-    return np.asarray(fs.x, np.float32), np.asarray(fs.y)
 
 
 def load_streaming_model(src: Any) -> torch.nn.Module:
@@ -842,13 +844,13 @@ def export_esphome(
 
     # Calibration and self-check streams: real feature clips, concatenated in time.
     if representative is None:
-        train = _dataset_clips(src, "train")
+        train = _dataset_split(src, "train")
         if train is None:
             raise EsphomeExportError(
                 f"ESPHome export calibrates on real feature streams: could not load the training split of "
                 f"{src.config.data.dataset_dir}; pass representative features"
             )
-        representative = train[0]
+        representative = train.x
     rep = np.asarray(representative, np.float32)
     if rep.ndim == 3:
         calib = _clip_stream(rep, num_calibration_clips, seed=0)
@@ -895,9 +897,9 @@ def export_esphome(
     else:
         neg = negatives
         if neg is None:
-            val = _dataset_clips(src, "val")
-            if val is not None and (val[1] != pos).any():
-                neg = val[0][val[1] != pos]
+            val = _dataset_split(src, "val")
+            if val is not None and val.everyday_negatives().any():
+                neg = np.asarray(val.x[val.everyday_negatives()], np.float32)
         if neg is None:
             cutoff_info = {"cutoff": DEFAULT_PROBABILITY_CUTOFF, "source": "default (no negative features)"}
         else:

@@ -304,9 +304,7 @@ class Trainer:
                 raise StreamSelectionError(
                     f"train.selection_metric=stream_recall_at_fa needs a streaming model (model.name "
                     f"stream_tinyconv*), got {self.config.model.name!r}; use wake_recall_at_far")
-            kinds = [r.kind for r in val.rows] if len(val.rows) == len(val.y) else None
-            self.val_streams = build_feature_streams(val.x, val.y, val.positive_index, seed=tc.seed,
-                                                     step_ms=self.config.frontend.step_ms, kinds=kinds)
+            self.val_streams = build_feature_streams(val, seed=tc.seed, step_ms=self.config.frontend.step_ms)
 
     def _stream_windows(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Shifted positive windows and junction negatives for this batch (drawn from `g`: exact resume)."""

@@ -165,9 +165,8 @@ def export_for_esphome(checkpoint: str | Path, run_dir: str | Path,
 
     run = Path(run_dir)
     negatives = None
-    if val is not None and val.positive_index is not None and len(val.rows) == len(val.y):
-        keep = (val.y != val.positive_index) & np.array([r.kind != "confusable" for r in val.rows])
-        negatives = val.x[keep] if keep.any() else None
+    if val is not None and val.positive_index is not None and val.everyday_negatives().any():
+        negatives = val.x[val.everyday_negatives()]
     exp = export_esphome(checkpoint, run / "export", with_c=True, negatives=negatives)
     names = {"tflite": exp.esphome_manifest["model"], "json": Path(exp.esphome_manifest["model"]).stem + ".json",
              "c_source": "model_data.cc", "c_header": "model_data.h"}
@@ -187,9 +186,7 @@ def streaming_test_report(checkpoint: str | Path, fs: FeatureSet, *, cutoff: flo
     ckpt = load_checkpoint(checkpoint)
     if fs.positive_index is None:
         raise CheckpointError("a streaming report needs a wake-word split (a positive label)")
-    kinds = [r.kind for r in fs.rows] if len(fs.rows) == len(fs.y) else None
-    streams = build_feature_streams(fs.x, fs.y, fs.positive_index, seed=ckpt.config.train.seed + 1,
-                                    step_ms=ckpt.config.frontend.step_ms, kinds=kinds)
+    streams = build_feature_streams(fs, seed=ckpt.config.train.seed + 1, step_ms=ckpt.config.frontend.step_ms)
     rep = stream_report(model_from_checkpoint(ckpt), streams, fs.positive_index,
                         target_fa_per_hour=ckpt.config.train.target_fa_per_hour)
     if cutoff is not None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from tinyconv.data.dataset import FeatureSet
 from tinyconv.device.esphome_detector import CUTOFF_GRID, DEFAULT_SLIDING_WINDOW, detect
 from tinyconv.errors import TinyconvError
 
@@ -85,17 +86,18 @@ class FeatureStreams:
         return self.negative.shape[0] * self.step_ms / 3_600_000.0
 
 
-def build_feature_streams(x: np.ndarray, y: np.ndarray, positive_index: int, *, seed: int = 0,
-                          step_ms: int = 10, kinds: list[str] | None = None) -> FeatureStreams:
-    """Every negative clip back to back (seeded order); every positive after GAP_CLIPS random negatives.
+def build_feature_streams(fs: FeatureSet, *, seed: int = 0, step_ms: int = 10) -> FeatureStreams:
+    """Every everyday negative clip back to back (seeded order); every positive after GAP_CLIPS of them.
 
-    `kinds` (the manifest's kind per clip): near misses ("confusable") are left out of the streams.
-    False accepts per hour are a measure on everyday audio, as the field and benchmarks/e2e.py
-    measure them; near misses are nearly half the synthesized negatives (thousands of "stey tiny"
-    an hour) and stay the clip-level metric's job (train.target_far)."""
-    keep = np.ones(len(y), dtype=bool) if kinds is None else np.array([k != "confusable" for k in kinds])
-    pos = np.flatnonzero((y == positive_index) & keep)
-    neg = np.flatnonzero((y != positive_index) & keep)
+    Near misses ("confusable") are left out (`FeatureSet.everyday_negatives`): false accepts per
+    hour are a measure on everyday audio, as the field and benchmarks/e2e.py measure them; near
+    misses are nearly half the synthesized negatives (thousands of "stey tiny" an hour) and stay the
+    clip-level metric's job (train.target_far)."""
+    if fs.positive_index is None:
+        raise StreamSelectionError("stream selection needs a wake-word split (a positive label)")
+    x = fs.x
+    pos = np.flatnonzero(fs.y == fs.positive_index)
+    neg = np.flatnonzero(fs.everyday_negatives())
     if len(pos) == 0 or len(neg) == 0:
         raise StreamSelectionError(f"stream selection needs positive and negative validation clips, got "
                                    f"{len(pos)} and {len(neg)}")
