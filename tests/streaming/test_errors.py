@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,22 @@ def test_c_alone_on_a_streaming_checkpoint_is_the_esphome_model(tmp_path) -> Non
     assert route_formats(ckpt, "c") == ("c", "esphome")
     window = _untrained_checkpoint(tmp_path / "w.pt", "tinyconv_test", LABELS)
     assert route_formats(window, "tflite,c") == ("tflite", "c")
+
+
+def test_a_cutoff_from_minutes_of_negatives_comes_with_a_note() -> None:
+    from tinyconv.export.esphome import cutoff_resolution_note
+
+    note = cutoff_resolution_note(0.58, 2.7 / 60, 0.5)
+    assert note is not None and "2.7 min" in note and "needs 2 h" in note and "--probability-cutoff" in note
+    assert cutoff_resolution_note(0.9, 2.0, 0.5) is None
+
+
+def test_export_probability_cutoff_is_for_esphome_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tinyconv = str(Path(sys.executable).with_name("tinyconv"))
+    proc = subprocess.run([tinyconv, "export", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out"),
+                           "--probability-cutoff", "1.5"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--probability-cutoff must be in (0, 1), got 1.5" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -26,6 +26,13 @@ def add_parsers(subparsers: Any) -> None:
         default=500,
         help="training examples used to calibrate a float checkpoint (PTQ); default 500",
     )
+    parser.add_argument(
+        "--probability-cutoff",
+        type=float,
+        default=None,
+        help="esphome: the manifest's probability_cutoff (0-1); default: the lowest cutoff meeting "
+        "train.target_fa_per_hour on the validation split's everyday negatives",
+    )
     parser.set_defaults(func=run_export)
 
 
@@ -34,8 +41,11 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.num_calibration < 1:
         raise ValueError("--num-calibration must be >= 1")
+    if args.probability_cutoff is not None and not 0.0 < args.probability_cutoff < 1.0:
+        raise ValueError(f"--probability-cutoff must be in (0, 1), got {args.probability_cutoff}")
     result = export_checkpoint(
-        args.checkpoint, args.out, formats=args.formats, num_calibration=args.num_calibration
+        args.checkpoint, args.out, formats=args.formats, num_calibration=args.num_calibration,
+        probability_cutoff=args.probability_cutoff,
     )
     m = result.manifest
     print(f"exported {m['source_checkpoint']['kind']} checkpoint ({result.quantization}) to {result.out_dir}")

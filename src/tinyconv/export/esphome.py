@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -733,6 +734,19 @@ def choose_cutoff(probs_u8: np.ndarray, hours: float, *, window: int, target_fa_
             "target_fa_per_hour": target_fa_per_hour, "met": False}
 
 
+def cutoff_resolution_note(cutoff: float, hours: float, target_fa_per_hour: float) -> str | None:
+    """Why a cutoff chosen on `hours` of negatives cannot be trusted at the target, or None.
+
+    Zero false accepts in a few minutes says little about one in two hours: on long everyday audio
+    such a cutoff can fire far more often (benchmarks/e2e.py measures it on 5 h)."""
+    if hours * target_fa_per_hour >= 1.0:
+        return None
+    return (f"probability_cutoff {cutoff:.2f} was chosen on {hours * 60:.1f} min of validation negatives, too "
+            f"little to resolve {target_fa_per_hour:g} false accepts per hour (that needs "
+            f"{1 / target_fa_per_hour:.0f} h): check it on long negative audio (tinyconv simulate) or set it "
+            f"with tinyconv export --probability-cutoff")
+
+
 # ---- the export -----------------------------------------------------------------------------
 
 
@@ -909,6 +923,10 @@ def export_esphome(
             hours = stream.shape[0] * fe.step_ms / 1000.0 / 3600.0
             cutoff_info = {**choose_cutoff(probs, hours, window=sliding_window_size,
                                            target_fa_per_hour=target_fa_per_hour), "source": "negatives"}
+            note = cutoff_resolution_note(cutoff_info["cutoff"], hours, target_fa_per_hour)
+            if note:
+                cutoff_info["note"] = note
+                warnings.warn(note, UserWarning, stacklevel=2)
 
     wake_word = src.config.data.wake_word if src.config.data.source == "synth" else str(src.positive_label)
     stem = model_file_stem(wake_word)

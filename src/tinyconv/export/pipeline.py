@@ -222,8 +222,12 @@ def export_checkpoint(
     formats: str | Sequence[str] | None = None,
     representative: np.ndarray | None = None,
     num_calibration: int = DEFAULT_NUM_CALIBRATION,
+    probability_cutoff: float | None = None,
 ) -> ExportResult:
     """Export a float (PTQ) or QAT checkpoint; returns where the files are and what they hold.
+
+    `probability_cutoff` (esphome only): the manifest's cutoff, instead of the one chosen on the
+    validation split's everyday negatives.
 
     `formats`: any of tflite, onnx, c, esphome (None: tflite,onnx,c, or esphome,c for a
     streaming checkpoint; esphome is export/esphome.py's stateful model). The INT8 .tflite is
@@ -243,9 +247,13 @@ def export_checkpoint(
     try:  # model_from_checkpoint names the checkpoint in a CheckpointError
         wanted = route_formats(checkpoint_path, formats)
         if "esphome" in wanted:
-            return export_esphome(checkpoint_path, out_dir, with_c="c" in wanted, representative=representative)  # type: ignore[return-value]
+            return export_esphome(checkpoint_path, out_dir, with_c="c" in wanted,  # type: ignore[return-value]
+                                  representative=representative, probability_cutoff=probability_cutoff)
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
+    if probability_cutoff is not None:
+        raise ExportError("a probability cutoff goes into the ESPHome manifest: add esphome to the formats "
+                          "(a streaming checkpoint)")
     out_dir = Path(out_dir).resolve()
     _check_out_dir(out_dir)
     src = read_checkpoint(checkpoint_path)
