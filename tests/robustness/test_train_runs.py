@@ -100,7 +100,7 @@ def test_resume_into_another_models_folder_is_one_line_and_keeps_config_yaml(
     saved = (out / "config.yaml").read_bytes()
     other = replace(cfg, model={"name": "tinyconv", "width_multiplier": 0.25})
     with pytest.raises(RunFolderError, match=rf"^cannot resume {out / LAST}: it was written for model "
-                                             r"'tinyconv_test' with width_multiplier 0\.5 \(this run: 0\.25\), "
+                                             r"'tinyconv_test' with width_multiplier 0\.125 \(this run: 0\.25\), "
                                              r"and its weights do not fit this run's model 'tinyconv'; resume with "
                                              rf"the run's own config \(--config {out / 'config.yaml'}\)") as info:
         train(other, data=splits, resume=True)
@@ -132,13 +132,16 @@ def test_init_from_another_architecture_is_refused(tiny_cfg: Config, tmp_path: P
     ckpt = source / "checkpoint.pt"
     out = tmp_path / "run"
     other = replace(one_epoch(tiny_cfg, out), model={"name": "tinyconv_v1"})
-    with pytest.raises(CheckpointError, match=rf"^--init {ckpt} holds weights for model 'tinyconv_test', which do not "
+    # The checkpoint records the width its variant fixes (0.125), not the config field's 0.5.
+    with pytest.raises(CheckpointError, match=rf"^--init {ckpt} holds weights for model 'tinyconv_test' with "
+                                              r"width_multiplier 0\.125 \(this run: 0\.5\), which do not "
                                               r"fit this run's model 'tinyconv_v1': set the same model\.\* values as "
                                               r"that checkpoint, or drop --init$"):
         train(other, init_checkpoint=ckpt, data=splits)
     assert not (out / "config.yaml").exists() and not (out / "checkpoint.pt").exists()
     assert main([*cli_args(tiny_cfg, out, "--init", str(ckpt)), "--set", "model.name=tinyconv_v2_050"]) == 2
-    assert first_err_line(capsys) == (f"tinyconv train: error: --init {ckpt} holds weights for model 'tinyconv_test', "
+    assert first_err_line(capsys) == (f"tinyconv train: error: --init {ckpt} holds weights for model 'tinyconv_test' "
+                                      f"with width_multiplier 0.125 (this run: 0.5), "
                                       f"which do not fit this run's model 'tinyconv_v2_050': set the same model.* "
                                       f"values as that checkpoint, or drop --init")
     # The same architecture starts from the checkpoint's weights.
