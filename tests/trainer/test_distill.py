@@ -319,6 +319,7 @@ def test_teacher_train_trains_the_window_teacher_and_distillation_reads_it(
     assert ckpt.config.model.name == "tinyconv" and ckpt.config.model.width_multiplier == 0.5
     assert ckpt.config.model.tiny_conv_use_depthwise == WINDOW_TEACHER_MODELS["tiny"]["tiny_conv_use_depthwise"]
     assert ckpt.config.train.stream_positive_delay_ms == 0 and res.num_parameters > 0
+    assert res.val_accuracy == ckpt.metrics["val_accuracy"]  # accuracy, not the selection metric
     tr = _trainer(cfg, splits, {})
     assert list(tr.feature_teachers) == ["tinyconv"] and tr.teacher_ids["tinyconv"] != "in-memory"
 

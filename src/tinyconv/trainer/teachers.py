@@ -688,7 +688,10 @@ def train_window_teacher(config: Config, out_dir: Path, *, features: dict[str, A
     result = train(tcfg, data=features, overwrite=True)
     seconds = time.perf_counter() - t0
     params = sum(p.numel() for p in model_from_checkpoint(load_checkpoint(result.checkpoint_path)).parameters())
-    return TeacherResult("tinyconv", Path(out_dir), float(result.best_metric), seconds, params, result.history)
+    # Validation accuracy of the kept epoch, as the speech teachers report (the selection metric differs).
+    acc = next((float(r["val_accuracy"]) for r in result.history if r["epoch"] == result.best_epoch),
+               float(result.best_metric))
+    return TeacherResult("tinyconv", Path(out_dir), acc, seconds, params, result.history)
 
 
 def train_teachers(config: Config, *, out_dir: str | Path | None = None,
