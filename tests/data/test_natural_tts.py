@@ -290,3 +290,20 @@ def test_negative_texts_never_hold_the_wake_word() -> None:
     assert not [w for w in others if "jarvis" in w and "hey" in w]
     stretches = natural_stretches("the", 3, np.random.default_rng(0))  # a wake word in many sentences
     assert len(stretches) == 3 and all(" the " not in f" {s.lower()} " for s in stretches)
+
+
+def test_cache_entries_are_written_whole_and_an_unwritable_cache_is_skipped(tmp_path: Path) -> None:
+    from tinyconv.data.intelligibility import TranscriptCache
+    from tinyconv.data.tts_cache import AudioCache, store_entry
+
+    audio = AudioCache(tmp_path / "audio")
+    audio.put("ab" * 32, np.arange(5, dtype=np.int16))
+    assert audio.get("ab" * 32).tolist() == [0, 1, 2, 3, 4]
+    text = TranscriptCache(tmp_path)
+    text.put("cd" * 32, "Hey, tiny.")
+    assert text.get("cd" * 32) == "Hey, tiny."
+    assert not list(tmp_path.rglob("*.tmp"))  # no temp file left behind
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store_entry(blocker / "sub" / "entry.txt", b"data")  # cannot mkdir under a file: skipped, no error
+    assert blocker.read_text() == "x"

@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,8 +294,8 @@ class WhisperGate:
 
 
 class TranscriptCache:
-    """Whisper transcripts by key under `root`/whisper (UTF-8 text files, written atomically like
-    tinyconv.data.tts_cache.AudioCache; a cache that cannot be written is skipped)."""
+    """Whisper transcripts by key under `root`/whisper (UTF-8 text files, written atomically by
+    tinyconv.data.tts_cache.store_entry, as the audio cache is; a cache that cannot be written is skipped)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(os.path.expanduser(str(root))) / "whisper"
@@ -311,19 +310,9 @@ class TranscriptCache:
             return None
 
     def put(self, key: str, text: str) -> None:
-        path = self.path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        except OSError:
-            pass
+        from tinyconv.data.tts_cache import store_entry
+
+        store_entry(self.path(key), text.encode("utf-8"))
 
 
 def gate_from_config(config: Any) -> WhisperGate | None:

@@ -15,6 +15,7 @@ the space (a 1 s clip is 32 KB).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -57,15 +58,23 @@ class AudioCache:
         path = self.path(key)
         if path is None:
             return
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(audio, dtype=np.int16), allow_pickle=False)
+        store_entry(path, buf.getvalue())
+
+
+def store_entry(path: Path, data: bytes) -> None:
+    """Write one cache entry atomically (temp file + rename, so a reader never sees half of it);
+    a cache that cannot be written (read-only or full disk) is skipped: only the reuse is lost."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(audio, dtype=np.int16), allow_pickle=False)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        except OSError:
-            pass  # read-only or full disk: the clip was synthesized anyway, only the reuse is lost
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass
