@@ -654,8 +654,9 @@ def _train_head(teacher: Teacher, train: WaveSet, val: WaveSet, *, epochs: int, 
 
 
 # `teacher_size` -> the window TinyConv a "tinyconv" teacher is, when no trained checkpoint is
-# named: V2 (depthwise-separable) over whole 1 s windows, 0.2-7 M MACs: affordable on a CPU, and it
-# generalizes to unseen voices better than the 23 K MAC streaming students it teaches.
+# named: V2 (depthwise-separable) over whole 1 s windows, 0.2-7 M MACs, affordable on a CPU. It
+# helps only when it beats the student on streams (docs/EXPERT_DISTILLATION_GUIDE.md s5.2: the
+# e2e window V2 did; a 12-epoch "small" one in the quickstart did not).
 WINDOW_TEACHER_MODELS: dict[str, dict[str, Any]] = {
     "tiny": {"name": "tinyconv", "tiny_conv_use_depthwise": True, "width_multiplier": 0.5},
     "small": {"name": "tinyconv", "tiny_conv_use_depthwise": True, "width_multiplier": 1.0},
