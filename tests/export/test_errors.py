@@ -137,3 +137,9 @@ def test_cli_exit_codes(trained, tmp_path: Path) -> None:  # type: ignore[no-unt
     proc = subprocess.run([sys.executable, "tools/export_mcu.py", str(bad), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert proc.returncode == 2 and "bad.pt is corrupt" in proc.stderr
+
+
+def test_probability_cutoff_without_esphome(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ExportError, match=r"^a probability cutoff goes into the ESPHome manifest: add esphome"):
+        export_checkpoint(trained.float_path, tmp_path / "out", probability_cutoff=0.9)
+    assert not (tmp_path / "out").exists()

@@ -346,6 +346,11 @@ def test_checkpoint_teacher_errors_name_the_key(dcfg: Config, splits: tuple[Feat
         replace(_feature_cfg(dcfg, window_teacher), distill={"teacher_alignment_layers": {"tinyconv": [-1]}})
     with pytest.raises(DistillationError, match=r"teacher_pretrained_dirs.tinyconv .*nowhere"):
         _trainer(_feature_cfg(dcfg, tmp_path / "nowhere"), splits, {})
+    with pytest.raises(ConfigError, match=r"teacher_train_encoder: a tinyconv teacher has no separate encoder"):
+        replace(_feature_cfg(dcfg, window_teacher), distill={"teacher_train_encoder": {"tinyconv": True}})
+    other_features = replace(_feature_cfg(dcfg, window_teacher), frontend={"feature_scale": 0.05})
+    with pytest.raises(DistillationError, match=r"trained on other features \(frontend settings differ\)"):
+        _trainer(other_features, splits, {})
     other = FeatureSet(splits[0].x, splits[0].y, ["_negative_", "okay_nabu"], "okay_nabu", splits[0].rows)
     with pytest.raises(DistillationError, match=r"trained for labels .* same dataset"):
         DistillationTrainer(_feature_cfg(dcfg, window_teacher), other, splits[1], dcfg.train.out_dir, teachers={})

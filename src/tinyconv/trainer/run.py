@@ -164,9 +164,8 @@ def export_for_esphome(checkpoint: str | Path, run_dir: str | Path,
     from tinyconv.export.esphome import export_esphome
 
     run = Path(run_dir)
-    negatives = None
-    if val is not None and val.positive_index is not None and val.everyday_negatives().any():
-        negatives = val.x[val.everyday_negatives()]
+    everyday = val.everyday_negatives() if val is not None and val.positive_index is not None else None
+    negatives = val.x[everyday] if val is not None and everyday is not None and everyday.any() else None
     exp = export_esphome(checkpoint, run / "export", with_c=True, negatives=negatives)
     names = {"tflite": exp.esphome_manifest["model"], "json": Path(exp.esphome_manifest["model"]).stem + ".json",
              "c_source": "model_data.cc", "c_header": "model_data.h"}
