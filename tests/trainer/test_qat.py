@@ -99,6 +99,45 @@ def test_litert_workaround_still_needed() -> None:
         utils._get_aten_graph_module_for_pattern = patched
 
 
+@pytest.mark.slow  # torchao's unfiltered passes trace ~130 patterns: the cost the filter removes
+def test_conv_kind_filter_changes_nothing_but_time() -> None:
+    """`_install_conv_kind_filter` skips torchao's conv+BN passes for conv kinds the graph does not
+    hold; prepare and convert with it give the same graph outputs as torchao's own passes."""
+    from torchao.quantization.pt2e import qat_utils
+
+    from tinyconv.models import pt2e
+
+    config = synthetic_config()
+    x, y = make_features(64, seed=5)
+    model = model_from_checkpoint(train_float(config, x, y, epochs=1), "float")
+    xt = torch.from_numpy(x[:16])
+
+    def prepare_train_convert() -> torch.Tensor:
+        torch.manual_seed(0)
+        qat = prepare_model_for_qat(model, config)
+        qat.train()
+        with torch.no_grad():
+            qat(torch.from_numpy(x))  # observers see data
+        with torch.no_grad():
+            return pt2e.convert_prepared(qat.graph_module)(xt)
+
+    pt2e._install_conv_kind_filter()
+    names = ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper")
+    filtered = {n: getattr(qat_utils, n) for n in names}
+    assert all(getattr(f, pt2e._CONV_KIND_MARK) for f in filtered.values())
+    with_filter = prepare_train_convert()
+    try:
+        for n in names:
+            setattr(qat_utils, n, filtered[n].__wrapped__)
+            setattr(qat_utils.__dict__[n], pt2e._CONV_KIND_MARK, True)  # keep the filter out
+        without = prepare_train_convert()
+    finally:
+        for n in names:
+            delattr(qat_utils.__dict__[n], pt2e._CONV_KIND_MARK)
+            setattr(qat_utils, n, filtered[n])
+    assert torch.equal(with_filter, without)
+
+
 def test_qat_trains_freezes_and_round_trips_through_a_checkpoint() -> None:
     from tinyconv.checkpoint import Checkpoint
 

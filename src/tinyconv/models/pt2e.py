@@ -74,11 +74,48 @@ def _install_litert_pattern_workaround() -> None:
     utils._get_aten_graph_module_for_pattern = wrapped
 
 
+_CONV_KIND_MARK = "_tinyconv_skips_absent_conv_kinds"
+
+
+def _install_conv_kind_filter() -> None:
+    """Run torchao's conv+BN QAT fuse (prepare) and fold (convert) passes only for conv kinds the
+    graph holds. Why: each pass runs once per kind (conv1d, conv2d, conv_transpose1d/2d) and traces
+    every pattern variant with torch.export, ~130 traces per convert; TinyConv holds only conv2d, so
+    three of four passes cannot match and cost ~75 % of a QAT export (15-20 s on 2 cores). A skipped
+    pass would have replaced nothing; its dequantize duplicate/merge bookkeeping is done by the pass
+    that runs. tests/trainer/test_qat.py checks the filtered convert equals torchao's unfiltered one.
+    Idempotent.
+    """
+    import torch.nn.functional as F
+    from torchao.quantization.pt2e import qat_utils
+
+    ops = {F.conv1d: torch.ops.aten.conv1d, F.conv2d: torch.ops.aten.conv2d,
+           F.conv_transpose1d: torch.ops.aten.conv_transpose1d, F.conv_transpose2d: torch.ops.aten.conv_transpose2d}
+
+    def holds(m: torch.fx.GraphModule, conv_fn: Any) -> bool:
+        packet = ops.get(conv_fn)
+        return packet is None or any(getattr(n.target, "overloadpacket", None) is packet for n in m.graph.nodes)
+
+    for name in ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper"):
+        original = getattr(qat_utils, name)
+        if getattr(original, _CONV_KIND_MARK, False):
+            continue
+
+        def filtered(m: torch.fx.GraphModule, conv_fn: Any, *args: Any, _original: Any = original,
+                     **kwargs: Any) -> torch.fx.GraphModule:
+            return _original(m, conv_fn, *args, **kwargs) if holds(m, conv_fn) else m
+
+        functools.update_wrapper(filtered, original)
+        setattr(filtered, _CONV_KIND_MARK, True)
+        setattr(qat_utils, name, filtered)
+
+
 def make_quantizer(*, is_qat: bool) -> Any:
     """litert-torch's PT2E quantizer with the TFLM scheme (per-channel symmetric int8 weights)."""
     from litert_torch.quantize import pt2e_quantizer as pq
 
     _install_litert_pattern_workaround()
+    _install_conv_kind_filter()
     return pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
 
 
@@ -177,6 +214,7 @@ def convert_prepared(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    _install_conv_kind_filter()
     gm = copy.deepcopy(prepared)
     move_exported_model_to_eval(gm)
     # fold_quantize=False keeps weight quantize/dequantize pairs, which litert-torch's STATIC
