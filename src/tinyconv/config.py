@@ -738,7 +738,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         raw = _read_yaml_file(resolve_config_path(path))
     config = config_from_dict(raw)
     config = apply_overrides(config, overrides) if overrides else config
-    _check_model_name(config)
+    model_section = raw.get("model") if isinstance(raw, dict) else None
+    given = set(model_section or ()) | {item.split("=", 1)[0].strip().split(".", 1)[1]
+                                         for item in overrides if item.strip().startswith("model.")}
+    check_model_fields(config, given)
     return config
 
 
@@ -758,10 +761,12 @@ def _read_yaml_file(p: Path) -> Any:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
 
 
-def _check_model_name(config: Config) -> None:
+def check_model_fields(config: Config, given: typing.Collection[str] = ()) -> None:
     """Unknown model names, and model.* values the named model would not use, fail at load, before
-    a dataset is synthesized for them. The registry needs torch; where torch is missing (a
-    firmware-only install) the checks are left to build time."""
+    a dataset is synthesized for them. `given` names the model.* fields the user wrote (file keys,
+    `--set`, UI fields): a written value is checked even where it equals the field's default
+    (`registry.model_kwargs`). The registry needs torch; where torch is missing (a firmware-only
+    install) the checks are left to build time."""
     try:
         from tinyconv.models import list_models
         from tinyconv.models.registry import check_model_config
@@ -771,7 +776,7 @@ def _check_model_name(config: Config) -> None:
     if config.model.name not in names:
         raise ConfigError(f"model.name: unknown model {_show(config.model.name)}"
                           f"{_suggest(config.model.name, names)}; registered: {', '.join(names)}")
-    check_model_config(config.model)
+    check_model_config(config.model, given)
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -157,9 +157,37 @@ def test_a_config_value_the_model_would_not_use_is_refused(name: str, field: str
 
 def test_variant_width_contradiction_fails_at_config_load_naming_field_and_model() -> None:
     with pytest.raises(ConfigError, match=r"^model\.width_multiplier=1\.0 contradicts model 'tinyconv_v2_075', "
-                                          r"which fixes width_multiplier=0\.75: leave model\.width_multiplier at its "
-                                          r"default \(0\.5\) or use a model that takes it \('tinyconv', "):
+                                          r"which fixes width_multiplier=0\.75: set model\.width_multiplier to 0\.75, "
+                                          r"leave it out, or use a model that takes it \('tinyconv', "):
         load_config(None, ["model.name=tinyconv_v2_075", "model.width_multiplier=1.0"])
+
+
+def test_a_written_default_that_contradicts_the_variant_is_refused(tmp_path: Path) -> None:
+    """`width_multiplier: 0.5` is the field's default, but written next to tinyconv_v2_075 (which
+    builds 0.75) it is a contradiction, in a file, in --set and in the UI panel; left out, or
+    written as 0.75, it loads."""
+    from tinyconv.ui.panel_config import config_to_values, panel_fields, values_to_config
+
+    assert DEFAULTS["width_multiplier"] == 0.5
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: tinyconv_v2_075\n  width_multiplier: 0.5\n")
+    refused = r"^model\.width_multiplier=0\.5 contradicts model 'tinyconv_v2_075', which fixes width_multiplier=0\.75"
+    with pytest.raises(ConfigError, match=refused):
+        load_config(path)
+    with pytest.raises(ConfigError, match=refused):
+        load_config(None, ["model.name=tinyconv_v2_075", "model.width_multiplier=0.5"])
+    assert load_config(None, ["model.name=tinyconv_v2_075"]).model.width_multiplier == 0.5  # not written
+    assert load_config(None, ["model.name=tinyconv_v2_075", "model.width_multiplier=0.75"])
+    # A written default on a field the model neither takes nor fixes stays accepted (saved configs write every field).
+    assert load_config(None, ["model.name=stream_tinyconv", f"model.time_dilations={list(DEFAULTS['time_dilations'])}"])
+    # The panel shows what the variant builds, so a loaded config validates unchanged; a contradiction is refused.
+    specs = panel_fields()
+    values = config_to_values(load_config(None, ["model.name=tinyconv_v2_075"]), specs)
+    width = [s.key for s in specs].index("model.width_multiplier")
+    assert values[width] == 0.75 and values_to_config(values, specs).model.width_multiplier == 0.75
+    values[width] = 0.5
+    with pytest.raises(ConfigError, match=refused):
+        values_to_config(values, specs)
 
 
 def test_time_dilations_on_a_streaming_model_fail_at_config_load() -> None:

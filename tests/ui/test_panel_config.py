@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tinyconv.config import Config, ConfigError, load_config, replace
+from tinyconv.models.registry import resolved_model_config
 from tinyconv.ui.panel_config import (
     config_to_values,
     describe_source,
@@ -43,7 +44,11 @@ def test_panel_has_every_field_of_every_section() -> None:
 def test_values_round_trip_through_the_typed_config() -> None:
     config = replace(Config(), model={"tiny_conv_use_depthwise": False, "name": "tinyconv_test"},
                      qat={"enabled": True}, distill={"teachers": ["wav2vec2"]}, data={"speeds_wpm": [100, 150]})
-    assert values_to_config(config_to_values(config)) == config
+    # The panel shows (and gives back) what the model builds: the variant's fixed width 0.125.
+    shown = values_to_config(config_to_values(config))
+    assert shown == dataclasses.replace(config, model=resolved_model_config(config.model))
+    assert shown.model.width_multiplier == 0.125 != config.model.width_multiplier
+    assert values_to_config(config_to_values(shown)) == shown
     assert values_to_config(config_to_values(Config())) == Config()
 
 

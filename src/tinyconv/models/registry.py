@@ -14,7 +14,7 @@ import difflib
 import fnmatch
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +170,7 @@ def _takers(kwarg: str, like: ModelEntry) -> list[str]:
     return [e.name for e in takers[:3]]
 
 
-def model_kwargs(model_config: ModelConfig) -> dict[str, Any]:
+def model_kwargs(model_config: ModelConfig, given: Collection[str] = ()) -> dict[str, Any]:
     """The model keywords a `ModelConfig` sets on its model; ConfigError when a `model.*` value
     would not reach it.
 
@@ -178,7 +178,11 @@ def model_kwargs(model_config: ModelConfig) -> dict[str, Any]:
     field the model does not take (`time_dilations` on `stream_tinyconv`) or a value other than
     the one the variant fixes (`width_multiplier: 1.0` on `tinyconv_v2_075`) is refused, naming
     the field, the model and models that do take it. A field left at its default is forwarded
-    when the model takes it and otherwise left to the variant.
+    when the model takes it and otherwise left to the variant. A field named in `given` (written
+    by the user: `config.check_model_fields` knows which) must match a value the variant fixes
+    even when it equals the default (`width_multiplier: 0.5` on `tinyconv_v2_075` is refused, not
+    silently built at 0.75); written defaults on fields a model neither takes nor fixes stay
+    accepted, since a saved config writes every field.
     """
     from tinyconv.config import ConfigError, ModelConfig
 
@@ -193,17 +197,20 @@ def model_kwargs(model_config: ModelConfig) -> dict[str, Any]:
         if entry.takes(kwarg):
             out[kwarg] = value
             continue
-        if _same(value, defaults[field]) or (kwarg in entry.fixed and _same(value, entry.fixed[kwarg])):
+        if kwarg in entry.fixed and _same(value, entry.fixed[kwarg]):
+            continue
+        if _same(value, defaults[field]) and (field not in given or kwarg not in entry.fixed
+                                               or not _config_holds(field, entry.fixed[kwarg])):
             continue
         takers = _takers(kwarg, entry)
         hint = (f"use a model that takes it ({', '.join(map(repr, takers))})" if takers
                 else "no registered model takes it")
         if kwarg in entry.fixed:
-            why = f"contradicts model {entry.name!r}, which fixes {kwarg}={_yaml(entry.fixed[kwarg])}"
-        else:
-            why = f"has no effect on model {entry.name!r}, which does not take {kwarg}"
-        raise ConfigError(f"model.{field}={_yaml(value)} {why}: leave model.{field} at its default "
-                          f"({_yaml(defaults[field])}) or {hint}")
+            fixed = _yaml(entry.fixed[kwarg])
+            raise ConfigError(f"model.{field}={_yaml(value)} contradicts model {entry.name!r}, which fixes "
+                              f"{kwarg}={fixed}: set model.{field} to {fixed}, leave it out, or {hint}")
+        raise ConfigError(f"model.{field}={_yaml(value)} has no effect on model {entry.name!r}, which does not "
+                          f"take {kwarg}: leave model.{field} at its default ({_yaml(defaults[field])}) or {hint}")
     return out
 
 
@@ -211,23 +218,29 @@ def resolved_model_config(model_config: ModelConfig) -> ModelConfig:
     """`model_config` with the values its variant fixes written into their fields, so a saved config
     (checkpoint, run folder) says what was built: `tinyconv_v2_075` records width_multiplier 0.75,
     not the field's default. ConfigError as `model_kwargs` for values that would not reach the model."""
-    from tinyconv.config import ConfigError
-
     model_kwargs(model_config)
     entry = model_entry(model_config.name)
     out = model_config
     for field, kwarg in CONFIG_KWARGS.items():
-        if kwarg in entry.fixed:
-            try:
-                out = dataclasses.replace(out, **{field: entry.fixed[kwarg]})
-            except ConfigError:  # a value the 4-block config cannot hold (a 2-block test variant's dilations)
-                continue
+        if kwarg in entry.fixed and _config_holds(field, entry.fixed[kwarg]):
+            out = dataclasses.replace(out, **{field: entry.fixed[kwarg]})
     return out
 
 
-def check_model_config(model_config: ModelConfig) -> None:
+def _config_holds(field: str, value: Any) -> bool:
+    """Whether ModelConfig can hold `value` in `field` (a 2-block test variant's dilations it cannot)."""
+    from tinyconv.config import ConfigError, ModelConfig
+
+    try:
+        dataclasses.replace(ModelConfig(), **{field: value})
+    except ConfigError:
+        return False
+    return True
+
+
+def check_model_config(model_config: ModelConfig, given: Collection[str] = ()) -> None:
     """ConfigError unless every `model.*` value reaches the named model (see `model_kwargs`)."""
-    model_kwargs(model_config)
+    model_kwargs(model_config, given)
 
 
 def build_model(model_config: ModelConfig, num_classes: int, frontend: FrontendConfig | None = None) -> nn.Module:

@@ -24,6 +24,7 @@ import yaml
 from tinyconv.config import (
     Config,
     ConfigError,
+    check_model_fields,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -114,8 +115,12 @@ def from_widget(spec: FieldSpec, raw: Any) -> Any:
 
 
 def config_to_values(config: Config, specs: Sequence[FieldSpec] | None = None) -> list[Any]:
-    """Widget values for `config`, in `panel_fields()` order."""
-    raw = config_to_dict(config)
+    """Widget values for `config`, in `panel_fields()` order. Model fields show what the model
+    builds: the values a variant fixes (`tinyconv_v2_075`: width 0.75), since every panel field is
+    checked as written (`values_to_config`)."""
+    from tinyconv.models.registry import resolved_model_config
+
+    raw = config_to_dict(dataclasses.replace(config, model=resolved_model_config(config.model)))
     return [to_widget(s, raw[s.section][s.name]) for s in specs or panel_fields()]
 
 
@@ -127,7 +132,9 @@ def values_to_config(values: Sequence[Any], specs: Sequence[FieldSpec] | None = 
     raw: dict[str, dict[str, Any]] = {}
     for spec, value in zip(specs, values, strict=True):
         raw.setdefault(spec.section, {})[spec.name] = from_widget(spec, value)
-    return config_from_dict(raw)
+    config = config_from_dict(raw)
+    check_model_fields(config, raw.get("model", {}))  # every model field on the panel is written
+    return config
 
 
 def describe_source(config_source: str | None, overrides: Sequence[str] = ()) -> str:
