@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,15 @@ import pytest
 
 from tests.helpers import TINY_OVERRIDES, in_ci, skip_unless_ci, tiny_config
 from tinyconv.config import Config, load_config
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n N` the workers share the cores: one compute thread each (torch here, and
+    # torch/TF/ONNX Runtime in the subprocesses tests start) instead of N threads fighting per core.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
