@@ -40,12 +40,17 @@ def wake_curve(pos_scores: np.ndarray, neg_scores: np.ndarray) -> dict[str, np.n
     pos = np.sort(pos_scores)
     neg = np.sort(neg_scores)
     frr = np.searchsorted(pos, thresholds, side="left") / max(1, len(pos))
-    far = 1.0 - np.searchsorted(neg, thresholds, side="left") / max(1, len(neg))
+    # Counted, then divided once: 1 - 99/100 is 0.010000000000000009 in floating point, which would
+    # refuse one false accept in 100 negatives at a 1 % target.
+    far = (len(neg) - np.searchsorted(neg, thresholds, side="left")) / max(1, len(neg))
     return {"threshold": thresholds, "frr": frr, "far": far}
 
 
 def recall_at_far(pos_scores: np.ndarray, neg_scores: np.ndarray, target_far: float) -> tuple[float, float]:
-    """Best recall with false-accept rate <= target; returns (recall, threshold)."""
+    """Best recall with false-accept rate <= target; returns (recall, threshold). With no positives
+    there is nothing to recall: (0.0, 1.0), never a perfect score."""
+    if len(pos_scores) == 0:
+        return 0.0, 1.0
     curve = wake_curve(pos_scores, neg_scores)
     ok = curve["far"] <= target_far
     if not ok.any():
