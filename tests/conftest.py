@@ -11,7 +11,6 @@ import pytest
 from tests.helpers import TINY_OVERRIDES, in_ci, skip_unless_ci, tiny_config
 from tinyconv.config import Config, load_config
 
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under `pytest -n N` the workers share the cores: one compute thread each (torch here, and
     # torch/TF/ONNX Runtime in the subprocesses tests start) instead of N threads fighting per core.
