@@ -706,13 +706,8 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     """Apply `section.key=value` strings; values are parsed as YAML (`true`, `3`, `[1, 2]`)."""
     raw = config_to_dict(config)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {_show(item)} must look like section.key=value")
-        dotted, text = item.split("=", 1)
-        parts = dotted.strip().split(".")
-        if len(parts) != 2:
-            raise ConfigError(f"override key {_show(dotted)} must be section.key")
-        section, key = parts
+        section, key, text = _split_override(item)
+        dotted = f"{section}.{key}"
         if section not in _SECTIONS:
             raise ConfigError(f"unknown config section {_show(section)}{_suggest(section, _SECTIONS)}")
         try:
@@ -728,6 +723,17 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     return config_from_dict(raw)
 
 
+def _split_override(item: str) -> tuple[str, str, str]:
+    """(section, key, value text) of a `section.key=value` override; ConfigError otherwise."""
+    if "=" not in item:
+        raise ConfigError(f"override {_show(item)} must look like section.key=value")
+    dotted, text = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"override key {_show(dotted)} must be section.key")
+    return parts[0], parts[1], text
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Read a YAML config (or the defaults when `path` is None) and apply overrides. `path` is a
     YAML file, or the name of a packaged recipe (`"quickstart"`, see `tinyconv.recipes`)."""
@@ -739,8 +745,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     config = config_from_dict(raw)
     config = apply_overrides(config, overrides) if overrides else config
     model_section = raw.get("model") if isinstance(raw, dict) else None
-    given = set(model_section or ()) | {item.split("=", 1)[0].strip().split(".", 1)[1]
-                                         for item in overrides if item.strip().startswith("model.")}
+    given = set(model_section or ()) | {key for section, key, _ in map(_split_override, overrides)
+                                         if section == "model"}
     check_model_fields(config, given)
     return config
 
