@@ -69,7 +69,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "large": dict(sizes=(3000, 2250, 2250, 750), rirs=24, copies=1, width=1.0, epochs=30, batch=128, patience=8,
                   dilations=(1, 2, 4, 4), random_voices=500,
                   teacher_size="tiny", teacher_epochs=1, qat_epochs=4, negative_stream_s=3600.0,
-                  stream_epochs=40, negative_hours=5.0,
+                  stream_epochs=40, negative_hours=5.0, negative_stream_minutes=120.0,
                   stream_positives=100, stream_runtime="litert",
                   scale_base=(40, 30, 30, 10), scale_epochs=3, scale_factors=(1, 4, 16)),
     "full": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=2, width=1.0, epochs=40, batch=128, patience=10,
@@ -115,6 +115,8 @@ def base_config(word: str, dataset_dir: Path, out_dir: Path, preset: dict[str, A
         f"train.early_stopping_patience={preset['patience']}", f"train.seed={seed}", "train.device=cpu",
         f"model.time_dilations={list(preset.get('dilations', (1, 1, 1, 1)))}",
         f"data.random_voices={preset.get('random_voices', 0)}",
+        # Hours of validation negatives select the streaming epoch and set its manifest cutoff.
+        f"data.negative_stream_minutes={preset.get('negative_stream_minutes', 0.0)}",
     ])
 
 
@@ -238,133 +240,29 @@ def stream_config(cfg: Any, preset: dict[str, Any], out_dir: Path, teacher: Path
     return replace(out, distill={**STREAM_DISTILL, "teacher_pretrained_dirs": {"tinyconv": str(teacher)}})
 
 
-def _music(seconds: float, rng: np.random.Generator, sr: int = 16000) -> np.ndarray:
-    """Procedural music: a chord pad, a melody with harmonics and a drum kit at a random tempo."""
-    n = int(seconds * sr)
-    out = np.zeros(n + sr, dtype=np.float32)
-    beat = 60.0 / rng.uniform(70, 160)
-    root = rng.uniform(98, 262)
-    scale = root * 2.0 ** (np.array([0, 2, 4, 5, 7, 9, 11, 12]) / 12.0)
-    bright = rng.uniform(0.8, 2.5)  # harmonic roll-off: low = brassy, high = mellow
-
-    def tone(freq: float, dur: float, amp: float) -> np.ndarray:
-        t = np.arange(int(dur * sr)) / sr
-        wave = sum(np.sin(2 * np.pi * freq * k * t) / k ** bright for k in range(1, 7) if freq * k < sr / 2)
-        env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.5, 6.0))
-        return (amp * wave * env).astype(np.float32)
-
-    t, b = 0.0, 0
-    while t < seconds:
-        i = int(t * sr)
-        if b % 4 == 0:  # a chord every bar
-            deg = int(rng.integers(0, 5))
-            for d in (0, 2, 4):
-                note = tone(scale[min(deg + d, 7)] / 2, 4 * beat, 0.25)
-                out[i : i + len(note)] += note[: len(out) - i]
-        for half in (0.0, 0.5):  # melody in eighths, sometimes resting
-            if rng.random() < 0.7:
-                j = int((t + half * beat) * sr)
-                note = tone(float(rng.choice(scale)) * rng.choice([1, 2]), beat * rng.uniform(0.4, 1.0), 0.4)
-                out[j : j + len(note)] += note[: len(out) - j]
-        if rng.random() < 0.8:  # kick on 1 and 3, snare on 2 and 4, hi-hat
-            d = np.arange(int(0.15 * sr)) / sr
-            hit = (np.sin(2 * np.pi * (50 + 100 * np.exp(-d * 30)) * d) * np.exp(-d * 20) if b % 2 == 0
-                   else rng.standard_normal(len(d)) * np.exp(-d * 30) * 0.5)
-            out[i : i + len(hit)] += hit[: len(out) - i].astype(np.float32)
-        t += beat
-        b += 1
-    out = out[:n]
-    return out / (np.sqrt(np.mean(out**2)) + 1e-9)
-
-
 def heldout_negative_streams(cfg: Any, ds: Path, hours: float, seed: int,
                              stream_s: float = 600.0) -> tuple[list[Any], dict[str, Any]]:
-    """`hours` of negative audio that training never used, as `stream_s` streams: new sentences and
-    other assistants' wake words spoken by the test split's voices (speaker-disjoint from training),
-    alone or over noise or music, babble, procedural music and coloured noise, some in newly
-    simulated rooms."""
-    from scipy.signal import fftconvolve
-
-    from tinyconv.data.augment import coloured_noise, simulate_rirs
+    """`hours` of negative audio that training never used, as `stream_s` streams: the library's
+    generator (tinyconv.data.negative_streams) with the test split's voices (speaker-disjoint from
+    training) in 4 newly simulated rooms, seeded apart from the dataset's own validation and test
+    streams."""
+    from tinyconv.data.augment import simulate_rirs
     from tinyconv.data.manifest import read_manifest
-    from tinyconv.data.phrases import LONG_SENTENCES, other_phrases, other_wake_words
-    from tinyconv.data.synth import num_workers, parallel_map
+    from tinyconv.data.negative_streams import negative_stream_audio
     from tinyconv.data.tts import available_voices
     from tinyconv.firmware_sim.streaming import Stream
 
-    sr = 16000
-    rng = np.random.default_rng([seed, 5])
     rows, _ = read_manifest(ds)
     test_ids = {r.voice for r in rows if r.split == "test" and r.voice}
     voices = [v for v in available_voices() if v.id in test_ids]
-    word = cfg.data.wake_word
-    texts = list(LONG_SENTENCES) * 3 + other_phrases(word, 600, np.random.default_rng([seed, 99]))
-    texts += other_wake_words(word, 150)
-    count = min(2400, max(60, int(hours * 480)))
-    jobs = [(texts[int(rng.integers(len(texts)))], voices[int(rng.integers(len(voices)))],
-             int(rng.choice(cfg.data.speeds_wpm)), int(rng.integers(25, 76))) for _ in range(count)]
-    speech = [a for a in parallel_map(_speak_job, jobs, num_workers(cfg.data.num_workers), "heldout speech") if len(a)]
-    rirs = simulate_rirs(4, sr, seed=seed * 10 + 777)  # rooms no split has used
-    music = [_music(20.0, np.random.default_rng([seed, 6, i])) for i in range(40)]
-    kinds = {"speech": 0.0, "speech_over_noise": 0.0, "speech_over_music": 0.0, "babble": 0.0, "music": 0.0,
-             "noise": 0.0}
-
-    def utterances(seconds: float) -> np.ndarray:
-        parts, have = [], 0
-        while have < seconds * sr:
-            u = speech[int(rng.integers(len(speech)))].astype(np.float32)
-            u = u / (np.sqrt(np.mean(u**2)) + 1e-9)
-            if rng.random() < 0.4:
-                u = fftconvolve(u, rirs[int(rng.integers(len(rirs)))])[: len(u) + sr // 4]
-                u = u / (np.sqrt(np.mean(u**2)) + 1e-9)
-            gap = np.zeros(int(rng.uniform(0.2, 2.0) * sr), np.float32)
-            parts += [u, gap]
-            have += len(u) + len(gap)
-        return np.concatenate(parts)[: int(seconds * sr)]
-
-    def bed(kind: str, n: int) -> np.ndarray:
-        if kind == "music":
-            m = music[int(rng.integers(len(music)))]
-            return np.resize(m, n)
-        noise = coloured_noise(n, str(rng.choice(["white", "pink", "brown"])), rng)
-        return noise * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * np.arange(n) / sr))
-
-    streams = []
-    for _ in range(max(1, int(np.ceil(hours * 3600 / stream_s)))):
-        parts, have = [], 0
-        while have < stream_s * sr:
-            kind = str(rng.choice(list(kinds), p=[0.3, 0.15, 0.15, 0.1, 0.15, 0.15]))
-            seconds = float(rng.uniform(8, 40))
-            n = int(seconds * sr)
-            if kind.startswith("speech"):
-                x = utterances(seconds)
-                if kind != "speech":
-                    x = x + bed("music" if kind.endswith("music") else "noise", n) * 10 ** (-rng.uniform(5, 25) / 20)
-            elif kind == "babble":
-                x = sum(utterances(seconds) * rng.uniform(0.3, 1.0) for _ in range(int(rng.integers(3, 7))))
-            else:
-                x = bed(kind, n)
-            x = x / (np.sqrt(np.mean(x**2)) + 1e-9) * 3000 * 10 ** (rng.uniform(-20, 6) / 20)
-            parts.append(x)
-            kinds[kind] += seconds
-            have += n
-        audio = np.concatenate(parts)[: int(stream_s * sr)]
-        streams.append(Stream(np.clip(audio, -32768, 32767).astype(np.int16)))
-    info = {"hours": len(streams) * stream_s / 3600.0, "speech_utterances": len(speech), "test_voices": len(voices),
-            "seconds_by_kind": {k: round(v) for k, v in kinds.items()},
+    rirs = simulate_rirs(4, 16000, seed=seed * 10 + 777)  # rooms no split has used
+    pieces, info = negative_stream_audio(cfg.data.wake_word, voices, hours * 3600.0, rirs, seed=seed,
+                                         speeds_wpm=cfg.data.speeds_wpm, workers=cfg.data.num_workers,
+                                         stream_s=stream_s)
+    info = {**info, "test_voices": info.pop("voices"),
             "source": "new sentences and other assistants' wake words by the test split's voices (alone, over "
                       "noise or procedural music, babble), procedural music, coloured noise; 4 newly simulated rooms"}
-    return streams, info
-
-
-def _speak_job(job: tuple[str, Any, int, int]) -> np.ndarray:
-    from tinyconv.data.tts import synthesize
-
-    text, voice, wpm, pitch = job
-    try:
-        return synthesize(text, voice, speed_wpm=wpm, pitch=pitch)
-    except Exception:  # noqa: BLE001 (one failed utterance is dropped, not the benchmark)
-        return np.zeros(0, np.int16)
+    return [Stream(p) for p in pieces], info
 
 
 def stream_targets(stream: dict[str, Any], ours: dict[str, Any], mww: dict[str, Any]) -> dict[str, bool]:

@@ -267,6 +267,12 @@ class DataConfig:
     natural_negative_seconds: float = 60.0
     # Other assistants' wake words ("alexa", "okay google", ...) spoken as negatives.
     num_other_wake_words: int = 0
+    # Minutes of continuous negative audio (sentences by the split's own voices in its rooms,
+    # alone, over noise or music, babble, music, noise: tinyconv.data.negative_streams) stored
+    # with each of the validation and test splits. False accepts per hour need hours to count:
+    # the validation streams select the epoch (train.selection_metric: stream_recall_at_fa) and
+    # the exporter's probability_cutoff on them, the test streams score the model. 0 = clips only.
+    negative_stream_minutes: float = 0.0
     # Real recorded speech that ships in system packages, as negatives: "klettres" (Debian
     # klettres-data, letters and syllables by native speakers of 20 languages).
     recorded_speech: tuple[str, ...] = ()
@@ -333,7 +339,8 @@ class DataConfig:
             _check(len(set(getattr(self, key))) == len(getattr(self, key)), f"data.{key} lists a name twice")
         _ranges("data", self, {"kokoro_fraction": (0.0, 1.0), "hibari_fraction": (0.0, 1.0),
                                "kokoro_blends": (0, 10_000), "natural_negative_seconds": (0.0, 360_000.0),
-                               "num_other_wake_words": (0, 1_000_000), "recorded_max_clips": (0, 1_000_000)})
+                               "num_other_wake_words": (0, 1_000_000), "recorded_max_clips": (0, 1_000_000),
+                               "negative_stream_minutes": (0.0, 6_000.0)})
         _check(self.recorded_max_clips == 0 or self.recorded_max_clips >= 3,
                f"data.recorded_max_clips must be 0 (all) or at least 3 (a speaker for each split), "
                f"got {_show(self.recorded_max_clips)}")

@@ -26,6 +26,8 @@ class FeatureSet:
     positive_label: str | None
     rows: list[Row] = field(default_factory=list)
     summary: LoadSummary = field(default_factory=LoadSummary)
+    # Device features [T, F] of the split's long negative audio (data.negative_stream_minutes).
+    negative_streams: list[np.ndarray] = field(default_factory=list)
 
     @property
     def positive_index(self) -> int | None:
@@ -43,6 +45,16 @@ class FeatureSet:
         if len(self.rows) != len(self.y):  # rows unknown: every negative
             return neg
         return neg & np.array([r.kind != "confusable" for r in self.rows], dtype=bool)
+
+    def negative_stream(self, order: np.ndarray | None = None) -> np.ndarray | None:
+        """Everyday audio to count false accepts per hour on, as one [T, F] stream: every everyday
+        negative clip back to back (in `order`, indices into them, if given), then the split's long
+        negative streams. None when there is neither."""
+        clips = self.x[self.everyday_negatives()]
+        if order is not None:
+            clips = clips[order]
+        parts = [*clips, *self.negative_streams]
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False) if parts else None
 
 
 _STATE: dict[str, object] = {}
@@ -120,4 +132,8 @@ def load_features(
     if not xs:
         raise DatasetError(f"no usable clips in split {split!r} of {dataset_dir} ({summary})")
     y = np.array([info.labels.index(r.label) for r in kept], dtype=np.int64)
-    return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary)
+    from tinyconv.data.negative_streams import load_negative_streams
+
+    streams = load_negative_streams(dataset_dir, ((info.negative_streams or {}).get(split) or {}).get("files", []),
+                                    frontend)
+    return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary, streams)

@@ -47,6 +47,9 @@ class DatasetInfo:
     # What the intelligibility gate did to a synthesized dataset (natural_tts.GateReport.metadata:
     # the Whisper folder, clips checked and rejected per kind, every rejected clip); None: no gate.
     intelligibility_gate: dict[str, Any] | None = None
+    # Long negative audio stored with a split (tinyconv.data.negative_streams, data.negative_stream_minutes):
+    # split -> {"files": [{"path", "sha256", "seconds"}], "hours", ...}; None: clips only.
+    negative_streams: dict[str, Any] | None = None
 
 
 def write_manifest(dataset_dir: str | Path, rows: list[Row], info: DatasetInfo) -> None:
@@ -63,6 +66,8 @@ def write_manifest(dataset_dir: str | Path, rows: list[Row], info: DatasetInfo) 
     data = asdict(info)
     if data["intelligibility_gate"] is None:
         del data["intelligibility_gate"]  # labels.json stays as it was for datasets without a gate
+    if data["negative_streams"] is None:
+        del data["negative_streams"]
     (root / LABELS).write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -82,9 +87,11 @@ def read_manifest(dataset_dir: str | Path) -> tuple[list[Row], DatasetInfo]:
     try:
         raw = json.loads(lpath.read_text())
         info = DatasetInfo(labels=list(raw["labels"]), positive_label=raw.get("positive_label"),
-                           intelligibility_gate=raw.get("intelligibility_gate"))
+                           intelligibility_gate=raw.get("intelligibility_gate"),
+                           negative_streams=raw.get("negative_streams"))
         if info.intelligibility_gate is not None and not isinstance(info.intelligibility_gate, dict):
             raise TypeError("intelligibility_gate is not a mapping")
+        _check_negative_streams(info.negative_streams)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetError(f"{lpath} is malformed: {exc}") from exc
     rows: list[Row] = []
@@ -102,6 +109,23 @@ def read_manifest(dataset_dir: str | Path) -> tuple[list[Row], DatasetInfo]:
                 raise DatasetError(f"{mpath}:{i}: label {row.label!r} is not in {LABELS} {info.labels}")
             rows.append(row)
     return rows, info
+
+
+def _check_negative_streams(streams: Any) -> None:
+    """labels.json's `negative_streams` must name files inside the dataset, per split."""
+    if streams is None:
+        return
+    if not isinstance(streams, dict):
+        raise TypeError("negative_streams is not a mapping")
+    for split, entry in streams.items():
+        if split not in SPLITS or not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
+            raise TypeError(f"negative_streams[{split!r}] is not a split with a list of files")
+        for f in entry["files"]:
+            if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not isinstance(f.get("sha256"), str):
+                raise TypeError(f"negative_streams[{split!r}] holds an entry without path and sha256: {f!r}")
+            p = Path(f["path"])
+            if p.is_absolute() or ".." in p.parts:
+                raise TypeError(f"negative_streams[{split!r}] names {f['path']!r}, outside the dataset folder")
 
 
 def resolve(dataset_dir: str | Path, row: Row) -> Path:

@@ -334,10 +334,42 @@ def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) ->
         rows = list(parallel_map(_augment, jobs, workers, "augment", state, f"{__name__}:_AUG_STATE"))
     finally:
         _AUG_STATE.clear()
+    streams = _write_negative_streams(config, out, plan, rirs) if d.negative_stream_minutes > 0 else None
     write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label], positive_label=d.wake_word_label,
-                                          intelligibility_gate=report.metadata() if gate is not None else None))
+                                          intelligibility_gate=report.metadata() if gate is not None else None,
+                                          negative_streams=streams))
     save_config(config, out / "config.yaml")
     return rows
+
+
+# Engines fast enough for hours of negative-stream speech (Kokoro runs at about real time).
+STREAM_ENGINES = ("espeak-ng", "flite")
+
+
+def _write_negative_streams(config: Config, out: Path, plan: list[Utterance],
+                            rirs: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    """data.negative_stream_minutes of long negative audio for val and test, by each split's own
+    espeak-ng / flite voices in its own rooms (tinyconv.data.negative_streams), as 10 min WAVs."""
+    from tinyconv.data.negative_streams import negative_stream_audio
+
+    d = config.data
+    result: dict[str, Any] = {}
+    for i, split in enumerate(("val", "test")):
+        voices = sorted({u.voice for u in plan if u.split == split and u.voice is not None
+                         and u.voice.engine in STREAM_ENGINES}, key=lambda v: v.id)
+        if not voices:
+            warnings.warn(f"data.negative_stream_minutes: the {split} split has no espeak-ng/flite voice to speak "
+                          f"its negative streams; it gets none", stacklevel=3)
+            continue
+        pieces, info = negative_stream_audio(d.wake_word, voices, d.negative_stream_minutes * 60.0, rirs[split],
+                                             seed=d.seed * 10 + 3 + i, speeds_wpm=d.speeds_wpm, workers=d.num_workers)
+        files = []
+        for k, audio in enumerate(pieces):
+            rel = f"streams/{split}_negative_{k:03d}.wav"
+            sha = write_wav(out / rel, audio, config.frontend.sample_rate_hz)
+            files.append({"path": rel, "sha256": sha, "seconds": len(audio) / config.frontend.sample_rate_hz})
+        result[split] = {**info, "files": files}
+    return result
 
 
 def _report_gate(report: GateReport, strict: bool) -> None:

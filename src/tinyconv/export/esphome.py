@@ -821,7 +821,7 @@ def export_esphome(
     `representative`: float feature clips [N, T, F] (or one [T, F] stream) to calibrate on
     (default: the training split of the checkpoint's dataset). `negatives`: negative audio
     features ([N, T, F] clips or a [T, F] stream) to choose `probability_cutoff` at
-    `target_fa_per_hour` (default: the validation split's negatives); `probability_cutoff`
+    `target_fa_per_hour` (default: the validation split's `FeatureSet.negative_stream`); `probability_cutoff`
     given: used as is. `arena_budget_bytes`: fail if the manifest's tensor_arena_size exceeds it.
     Everything is written to a temporary folder and swapped in only after all checks pass.
     """
@@ -912,8 +912,7 @@ def export_esphome(
         neg = negatives
         if neg is None:
             val = _dataset_split(src, "val")
-            if val is not None and val.everyday_negatives().any():
-                neg = np.asarray(val.x[val.everyday_negatives()], np.float32)
+            neg = val.negative_stream() if val is not None else None
         if neg is None:
             cutoff_info = {"cutoff": DEFAULT_PROBABILITY_CUTOFF, "source": "default (no negative features)"}
         else:

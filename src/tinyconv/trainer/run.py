@@ -157,15 +157,15 @@ def export_for_esphome(checkpoint: str | Path, run_dir: str | Path,
     """Export a streaming checkpoint for ESPHome into RUN/export (with its manifest.json and sha256s)
     and copy the pair ESPHome loads (<name>.tflite + <name>.json) and the C array into RUN.
 
-    `val`: the validation split; its negatives other than near misses set the manifest's
-    probability_cutoff (as they set the stream selection, trainer/streams.py)."""
+    `val`: the validation split; its everyday negatives (`FeatureSet.negative_stream`: clips other
+    than near misses, then its long negative streams) set the manifest's probability_cutoff, as
+    they set the stream selection (trainer/streams.py)."""
     import shutil
 
     from tinyconv.export.esphome import export_esphome
 
     run = Path(run_dir)
-    everyday = val.everyday_negatives() if val is not None and val.positive_index is not None else None
-    negatives = val.x[everyday] if val is not None and everyday is not None and everyday.any() else None
+    negatives = val.negative_stream() if val is not None and val.positive_index is not None else None
     exp = export_esphome(checkpoint, run / "export", with_c=True, negatives=negatives)
     names = {"tflite": exp.esphome_manifest["model"], "json": Path(exp.esphome_manifest["model"]).stem + ".json",
              "c_source": "model_data.cc", "c_header": "model_data.h"}

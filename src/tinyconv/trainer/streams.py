@@ -13,7 +13,8 @@ rest at feature level (no new audio):
   clip; a share (`train.stream_negative_fraction`) of negatives become a window across the
   junction of two negative clips, as a window slides over long negative audio.
 - `FeatureStreams` / `stream_report`: the validation split as two long feature streams (every
-  negative back to back; every positive after two negative clips) run through the model's
+  negative clip back to back, then its long negative audio if the dataset has some; every
+  positive after two negative clips) run through the model's
   `forward_steps` and ESPHome's detector at the export's cutoff grid: recall at the lowest cutoff
   whose false accepts per hour on the negative stream are <= `train.target_fa_per_hour`
   (`train.selection_metric: stream_recall_at_fa`).
@@ -87,7 +88,8 @@ class FeatureStreams:
 
 
 def build_feature_streams(fs: FeatureSet, *, seed: int = 0, step_ms: int = 10) -> FeatureStreams:
-    """Every everyday negative clip back to back (seeded order); every positive after GAP_CLIPS of them.
+    """Every everyday negative clip back to back (seeded order), then the split's long negative
+    streams (data.negative_stream_minutes); every positive after GAP_CLIPS negative clips.
 
     Near misses ("confusable") are left out (`FeatureSet.everyday_negatives`): false accepts per
     hour are a measure on everyday audio, as the field and benchmarks/e2e.py measure them; near
@@ -102,7 +104,8 @@ def build_feature_streams(fs: FeatureSet, *, seed: int = 0, step_ms: int = 10) -
         raise StreamSelectionError(f"stream selection needs positive and negative validation clips, got "
                                    f"{len(pos)} and {len(neg)}")
     rng = np.random.default_rng([seed, 14])
-    negative = np.concatenate(list(x[rng.permutation(neg)]), axis=0)
+    negative = fs.negative_stream(rng.permutation(len(neg)))
+    assert negative is not None  # neg is not empty
     t = x.shape[1]
     parts, spans = [], []
     for k, i in enumerate(rng.permutation(pos)):

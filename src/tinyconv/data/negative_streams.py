@@ -1,0 +1,190 @@
+"""Long negative audio: hours of everyday sound a wake word must not fire on. Torch-free.
+
+A streaming detector is judged by false accepts per hour; 0.5 FA/h is one false accept in two
+hours, so the audio a cutoff is chosen on (and an epoch selected on) must last hours, and the
+rare false accepts it must show come from connected speech, music and TV-like mixtures that
+one-second clips do not hold. This module makes such audio for one split, from that split's
+own voices and rooms (speaker-disjoint from training): new sentences and other assistants' wake
+words (alone, over noise or procedural music), babble, procedural music and coloured noise.
+
+Used by synthesis (`data.negative_stream_minutes`: validation and test streams stored with the
+dataset, `load_negative_streams`) and by `benchmarks/e2e.py` (held-out test streams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyconv.data.tts import Voice
+
+SAMPLE_RATE = 16000
+# Stream files are cut into pieces this long (a 10 min int16 WAV is 19 MB).
+STREAM_SECONDS = 600.0
+# Shares of the mixture, by kind (speech alone, over noise, over music, babble, music, noise).
+KINDS = {"speech": 0.3, "speech_over_noise": 0.15, "speech_over_music": 0.15, "babble": 0.1, "music": 0.15,
+         "noise": 0.15}
+
+
+def procedural_music(seconds: float, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Procedural music, unit RMS: a chord pad, a melody with harmonics and a drum kit at a random
+    tempo. Written by hand because no package ships royalty-free music to mix in offline."""
+    n = int(seconds * sr)
+    out = np.zeros(n + sr, dtype=np.float32)
+    beat = 60.0 / rng.uniform(70, 160)
+    root = rng.uniform(98, 262)
+    scale = root * 2.0 ** (np.array([0, 2, 4, 5, 7, 9, 11, 12]) / 12.0)
+    bright = rng.uniform(0.8, 2.5)  # harmonic roll-off: low = brassy, high = mellow
+
+    def tone(freq: float, dur: float, amp: float) -> np.ndarray:
+        t = np.arange(int(dur * sr)) / sr
+        wave = sum(np.sin(2 * np.pi * freq * k * t) / k ** bright for k in range(1, 7) if freq * k < sr / 2)
+        env = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.5, 6.0))
+        return (amp * wave * env).astype(np.float32)
+
+    t, b = 0.0, 0
+    while t < seconds:
+        i = int(t * sr)
+        if b % 4 == 0:  # a chord every bar
+            deg = int(rng.integers(0, 5))
+            for d in (0, 2, 4):
+                note = tone(scale[min(deg + d, 7)] / 2, 4 * beat, 0.25)
+                out[i : i + len(note)] += note[: len(out) - i]
+        for half in (0.0, 0.5):  # melody in eighths, sometimes resting
+            if rng.random() < 0.7:
+                j = int((t + half * beat) * sr)
+                note = tone(float(rng.choice(scale)) * rng.choice([1, 2]), beat * rng.uniform(0.4, 1.0), 0.4)
+                out[j : j + len(note)] += note[: len(out) - j]
+        if rng.random() < 0.8:  # kick on 1 and 3, snare on 2 and 4, hi-hat
+            d = np.arange(int(0.15 * sr)) / sr
+            hit = (np.sin(2 * np.pi * (50 + 100 * np.exp(-d * 30)) * d) * np.exp(-d * 20) if b % 2 == 0
+                   else rng.standard_normal(len(d)) * np.exp(-d * 30) * 0.5)
+            out[i : i + len(hit)] += hit[: len(out) - i].astype(np.float32)
+        t += beat
+        b += 1
+    out = out[:n]
+    return out / (np.sqrt(np.mean(out**2)) + 1e-9)
+
+
+def _speak_job(job: tuple[str, Voice, int, int]) -> np.ndarray:
+    from tinyconv.data.tts import synthesize
+
+    text, voice, wpm, pitch = job
+    try:
+        return synthesize(text, voice, speed_wpm=wpm, pitch=pitch)
+    except Exception:  # noqa: BLE001 (one failed utterance is dropped, not the whole stream)
+        return np.zeros(0, np.int16)
+
+
+def negative_stream_audio(wake_word: str, voices: Sequence[Voice], seconds: float, rirs: Sequence[np.ndarray], *,
+                          seed: int, speeds_wpm: Sequence[int] = (120, 140, 160, 180, 200), workers: int = 0,
+                          stream_s: float = STREAM_SECONDS) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """`seconds` of negative audio as int16 pieces of at most `stream_s`, spoken by `voices` in `rirs`.
+
+    Sentences, everyday phrases and other assistants' wake words (never `wake_word`), each by a
+    random voice at a random speed and pitch, 40 % of them reverberant; deterministic for a seed.
+    Returns (pieces, info: hours, utterances, voices, seconds by kind)."""
+    from scipy.signal import fftconvolve
+
+    from tinyconv.data.augment import coloured_noise
+    from tinyconv.data.phrases import LONG_SENTENCES, other_phrases, other_wake_words
+    from tinyconv.data.synth import num_workers, parallel_map
+
+    if not voices:
+        raise ValueError("negative stream audio needs at least one voice of the split")
+    if not rirs:
+        raise ValueError("negative stream audio needs at least one room impulse response")
+    sr = SAMPLE_RATE
+    hours = seconds / 3600.0
+    rng = np.random.default_rng([seed, 5])
+    texts = list(LONG_SENTENCES) * 3 + other_phrases(wake_word, 600, np.random.default_rng([seed, 99]))
+    texts += other_wake_words(wake_word, 150)
+    count = min(2400, max(60, int(hours * 480)))
+    jobs = [(texts[int(rng.integers(len(texts)))], voices[int(rng.integers(len(voices)))],
+             int(rng.choice(list(speeds_wpm))), int(rng.integers(25, 76))) for _ in range(count)]
+    speech = [a for a in parallel_map(_speak_job, jobs, num_workers(workers), "negative stream speech") if len(a)]
+    if not speech:
+        raise ValueError(f"none of {len(jobs)} negative-stream utterances could be spoken by {len(voices)} voices")
+    music = [procedural_music(20.0, np.random.default_rng([seed, 6, i])) for i in range(40)]
+    kinds = dict.fromkeys(KINDS, 0.0)
+
+    def utterances(secs: float) -> np.ndarray:
+        parts, have = [], 0
+        while have < secs * sr:
+            u = speech[int(rng.integers(len(speech)))].astype(np.float32)
+            u = u / (np.sqrt(np.mean(u**2)) + 1e-9)
+            if rng.random() < 0.4:
+                u = fftconvolve(u, rirs[int(rng.integers(len(rirs)))])[: len(u) + sr // 4]
+                u = u / (np.sqrt(np.mean(u**2)) + 1e-9)
+            gap = np.zeros(int(rng.uniform(0.2, 2.0) * sr), np.float32)
+            parts += [u, gap]
+            have += len(u) + len(gap)
+        return np.concatenate(parts)[: int(secs * sr)]
+
+    def bed(kind: str, n: int) -> np.ndarray:
+        if kind == "music":
+            return np.resize(music[int(rng.integers(len(music)))], n)
+        noise = coloured_noise(n, str(rng.choice(["white", "pink", "brown"])), rng)
+        return noise * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * np.arange(n) / sr))
+
+    pieces = []
+    for k in range(max(1, int(np.ceil(seconds / stream_s)))):
+        piece_s = min(stream_s, seconds - k * stream_s) if seconds > 0 else stream_s
+        parts, have = [], 0
+        while have < piece_s * sr:
+            kind = str(rng.choice(list(KINDS), p=list(KINDS.values())))
+            secs = float(rng.uniform(8, 40))
+            n = int(secs * sr)
+            if kind.startswith("speech"):
+                x = utterances(secs)
+                if kind != "speech":
+                    x = x + bed("music" if kind.endswith("music") else "noise", n) * 10 ** (-rng.uniform(5, 25) / 20)
+            elif kind == "babble":
+                x = sum(utterances(secs) * rng.uniform(0.3, 1.0) for _ in range(int(rng.integers(3, 7))))
+            else:
+                x = bed(kind, n)
+            x = x / (np.sqrt(np.mean(x**2)) + 1e-9) * 3000 * 10 ** (rng.uniform(-20, 6) / 20)
+            parts.append(x)
+            kinds[kind] += secs
+            have += n
+        audio = np.concatenate(parts)[: int(piece_s * sr)]
+        pieces.append(np.clip(audio, -32768, 32767).astype(np.int16))
+    info = {"hours": sum(len(p) for p in pieces) / sr / 3600.0, "speech_utterances": len(speech), "voices": len(voices),
+            "seconds_by_kind": {k: round(v) for k, v in kinds.items()}}
+    return pieces, info
+
+
+def load_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, Any]],
+                          frontend: Any = None) -> list[np.ndarray]:
+    """Device features [T, F] of each stored negative stream (labels.json `negative_streams`),
+    computed on the continuous audio as the device computes them; each file is checked against
+    the sha256 written with it."""
+    from tinyconv.config import FrontendConfig
+    from tinyconv.data.audio import AudioError, AudioStream
+    from tinyconv.data.manifest import DatasetError
+    from tinyconv.features import StreamingFrontend
+    from tinyconv.hashing import file_sha256
+
+    frontend = frontend or FrontendConfig()
+    out = []
+    for entry in entries:
+        path = Path(dataset_dir) / str(entry["path"])
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            raise DatasetError(f"negative stream {path} is unreadable ({exc.strerror or exc}); re-create the "
+                               "dataset") from None
+        expected = str(entry["sha256"]).lower()
+        if digest != expected:
+            raise DatasetError(f"negative stream {path} changed since the dataset was written (sha256 "
+                               f"{digest[:12]}..., labels.json says {expected[:12]}...); re-create the dataset")
+        try:
+            audio = AudioStream(path, frontend.sample_rate_hz)
+            samples = audio.segment(0, audio.num_samples)
+        except AudioError as err:
+            raise DatasetError(f"negative stream {err}") from None
+        out.append(StreamingFrontend(frontend).process(samples))
+    return out

@@ -1,0 +1,119 @@
+"""Long negative audio stored with the validation and test splits (data.negative_stream_minutes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import skip_unless_ci, tiny_config
+from tinyconv.data.dataset import load_features
+from tinyconv.data.manifest import DatasetError, read_manifest
+from tinyconv.data.negative_streams import negative_stream_audio
+from tinyconv.data.tts import available_voices
+
+SECONDS = 40.0
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        skip_unless_ci("espeak-ng is not installed (the set-up installs it)")
+    from tinyconv.data.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("streams")
+    cfg = tiny_config(root, f"data.negative_stream_minutes={SECONDS / 60}")
+    return synthesize_dataset(cfg, root / "data")
+
+
+def test_val_and_test_get_their_minutes_of_stream_audio(streamed: Path) -> None:
+    rows, info = read_manifest(streamed)
+    assert info.negative_streams is not None and set(info.negative_streams) == {"val", "test"}
+    for split, entry in info.negative_streams.items():
+        assert sum(f["seconds"] for f in entry["files"]) == pytest.approx(SECONDS)
+        assert all((streamed / f["path"]).is_file() for f in entry["files"])
+        # Spoken by the split's own voices only (speaker-disjoint from training).
+        split_voices = {r.voice for r in rows if r.split == split and r.voice.startswith(("espeak-ng", "flite"))}
+        assert entry["voices"] == len(split_voices)
+        assert entry["speech_utterances"] > 0
+    fs = load_features(streamed, "val")
+    assert len(fs.negative_streams) == 1
+    assert abs(fs.negative_streams[0].shape[0] - SECONDS * 100) <= 3  # 10 ms frames of continuous audio
+    # The one everyday-audio stream: every everyday negative clip, then the long stream.
+    stream = fs.negative_stream()
+    assert stream is not None
+    clips = int(fs.everyday_negatives().sum())
+    assert stream.shape[0] == clips * fs.x.shape[1] + fs.negative_streams[0].shape[0]
+    np.testing.assert_array_equal(stream[-100:], fs.negative_streams[0][-100:])
+    assert load_features(streamed, "train").negative_streams == []
+
+
+def test_validation_streams_hold_the_long_audio(streamed: Path) -> None:
+    from tinyconv.trainer.streams import build_feature_streams
+
+    fs = load_features(streamed, "val")
+    with_audio = build_feature_streams(fs, seed=0)
+    fs.negative_streams = []
+    clips_only = build_feature_streams(fs, seed=0)
+    assert with_audio.negative_hours - clips_only.negative_hours == pytest.approx(SECONDS / 3600, abs=1e-4)
+    np.testing.assert_array_equal(with_audio.positive, clips_only.positive)
+
+
+def test_generation_is_seeded_and_keeps_to_its_voices() -> None:
+    voices = [v for v in available_voices() if v.engine == "espeak-ng"][:2]
+    rirs = [np.r_[1.0, np.zeros(99)].astype(np.float32)]
+    a, info = negative_stream_audio("hey tiny", voices, 12.0, rirs, seed=3, stream_s=5.0)
+    b, _ = negative_stream_audio("hey tiny", voices, 12.0, rirs, seed=3, stream_s=5.0)
+    assert [len(p) for p in a] == [80000, 80000, 32000]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert info["voices"] == 2 and info["hours"] == pytest.approx(12.0 / 3600)
+    c, _ = negative_stream_audio("hey tiny", voices, 12.0, rirs, seed=4, stream_s=5.0)
+    assert not np.array_equal(a[0], c[0])
+    with pytest.raises(ValueError, match="at least one voice"):
+        negative_stream_audio("hey tiny", [], 12.0, rirs, seed=3)
+
+
+def _copy(streamed: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "data"
+    shutil.copytree(streamed, dst, ignore=shutil.ignore_patterns(".feature_cache"))
+    return dst
+
+
+def test_a_changed_stream_file_is_refused_by_name(streamed: Path, tmp_path: Path) -> None:
+    ds = _copy(streamed, tmp_path)
+    _, info = read_manifest(ds)
+    assert info.negative_streams is not None
+    victim = ds / info.negative_streams["val"]["files"][0]["path"]
+    data = bytearray(victim.read_bytes())
+    data[-2:] = b"\x01\x02"
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"val_negative_000\.wav changed since the dataset was written"):
+        load_features(ds, "val")
+    victim.unlink()
+    with pytest.raises(DatasetError, match=r"val_negative_000\.wav is unreadable"):
+        load_features(ds, "val")
+
+
+@pytest.mark.parametrize("streams, message", [
+    ({"val": {"files": [{"path": "../outside.wav", "sha256": "00"}]}}, "outside the dataset folder"),
+    ({"val": {"files": [{"path": "/etc/passwd", "sha256": "00"}]}}, "outside the dataset folder"),
+    ({"holdout": {"files": []}}, "is not a split"),
+    ({"val": {"files": [{"path": "streams/a.wav"}]}}, "without path and sha256"),
+    (["streams/a.wav"], "not a mapping"),
+])
+def test_malformed_stream_entries_in_labels_json_are_refused(streamed: Path, tmp_path: Path, streams: object,
+                                                            message: str) -> None:
+    ds = _copy(streamed, tmp_path)
+    labels = json.loads((ds / "labels.json").read_text())
+    labels["negative_streams"] = streams
+    (ds / "labels.json").write_text(json.dumps(labels))
+    with pytest.raises(DatasetError, match=message):
+        read_manifest(ds)
+
+
+def test_datasets_without_streams_keep_labels_json_as_it_was(tiny_dataset: Path) -> None:
+    assert "negative_streams" not in json.loads((tiny_dataset / "labels.json").read_text())
+    assert load_features(tiny_dataset, "val").negative_streams == []
