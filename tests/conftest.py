@@ -30,6 +30,21 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize_dataset(tiny_config(root), root / "data")
 
 
+# Seconds of long negative audio the `streamed_dataset` gives each of val and test.
+STREAM_SECONDS = 40.0
+
+
+@pytest.fixture(scope="session")
+def streamed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset plus STREAM_SECONDS of negative-stream audio for val and test."""
+    if shutil.which("espeak-ng") is None:
+        skip_unless_ci("espeak-ng is not installed (the set-up installs it)")
+    from tinyconv.data.synth import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("streamed")
+    return synthesize_dataset(tiny_config(root, f"data.negative_stream_minutes={STREAM_SECONDS / 60}"), root / "data")
+
+
 @pytest.fixture()
 def tiny_cfg(tiny_dataset: Path, tmp_path: Path) -> Config:
     """A config pointing at the shared tiny dataset, with a fresh run folder."""

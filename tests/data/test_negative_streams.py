@@ -9,24 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import skip_unless_ci, tiny_config
+from tests.conftest import STREAM_SECONDS
 from tinyconv.data.dataset import load_features
 from tinyconv.data.manifest import DatasetError, read_manifest
 from tinyconv.data.negative_streams import negative_stream_audio
 from tinyconv.data.tts import available_voices
 
-SECONDS = 40.0
+SECONDS = STREAM_SECONDS
 
 
-@pytest.fixture(scope="module")
-def streamed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        skip_unless_ci("espeak-ng is not installed (the set-up installs it)")
-    from tinyconv.data.synth import synthesize_dataset
-
-    root = tmp_path_factory.mktemp("streams")
-    cfg = tiny_config(root, f"data.negative_stream_minutes={SECONDS / 60}")
-    return synthesize_dataset(cfg, root / "data")
+@pytest.fixture()
+def streamed(streamed_dataset: Path) -> Path:
+    return streamed_dataset
 
 
 def test_val_and_test_get_their_minutes_of_stream_audio(streamed: Path) -> None:

@@ -9,6 +9,7 @@ float streaming form on the features the int8 input stands for: max |dp| <= 0.12
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,24 @@ def test_simulate_refuses_an_esphome_manifest_name_outside_the_export(esphome_ex
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"esphome.manifest '../elsewhere.json' is not one of the export's files"):
         simulate(out, ["esp32s3"], dataset_dir=tiny_dataset, latency_repeats=1)
+
+
+def test_simulator_streams_include_the_test_splits_long_negatives(esphome_export, streamed_dataset: Path) -> None:
+    """`tinyconv simulate --streaming` scores the test split's clips as streams plus its stored
+    negative-stream audio (data.negative_stream_minutes), as the firmware would hear it."""
+    import shutil
+
+    from tests.conftest import STREAM_SECONDS
+    from tinyconv.device.tflite_file import load_tflite
+    from tinyconv.firmware_sim.report import _streaming_from_dataset
+
+    model = load_tflite(esphome_export.files[esphome_export.esphome_manifest["model"]])
+    arena = esphome_export.tensor_arena_bytes
+    with_audio = _streaming_from_dataset(model, arena, streamed_dataset, None)["at_cutoff"]["hours"]
+    clips_only = Path(str(streamed_dataset) + "_clips_only")
+    shutil.copytree(streamed_dataset, clips_only, ignore=shutil.ignore_patterns(".feature_cache", "streams"))
+    labels = json.loads((clips_only / "labels.json").read_text())
+    del labels["negative_streams"]
+    (clips_only / "labels.json").write_text(json.dumps(labels))
+    without = _streaming_from_dataset(model, arena, clips_only, None)["at_cutoff"]["hours"]
+    assert with_audio - without == pytest.approx(STREAM_SECONDS / 3600, rel=1e-3)

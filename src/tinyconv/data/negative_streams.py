@@ -157,18 +157,22 @@ def negative_stream_audio(wake_word: str, voices: Sequence[Voice], seconds: floa
     return pieces, info
 
 
-def load_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, Any]],
-                          frontend: Any = None) -> list[np.ndarray]:
-    """Device features [T, F] of each stored negative stream (labels.json `negative_streams`),
-    computed on the continuous audio as the device computes them; each file is checked against
-    the sha256 written with it."""
-    from tinyconv.config import FrontendConfig
+def split_stream_entries(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """The stored negative-stream files of `split` (labels.json `negative_streams`; [] if none)."""
+    from tinyconv.data.manifest import read_manifest
+
+    _, info = read_manifest(dataset_dir)
+    return list(((info.negative_streams or {}).get(split) or {}).get("files", []))
+
+
+def read_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, Any]],
+                          sample_rate_hz: int = SAMPLE_RATE) -> list[np.ndarray]:
+    """The int16 audio of each stored negative stream (labels.json `negative_streams` entries),
+    each file checked against the sha256 written with it."""
     from tinyconv.data.audio import AudioError, AudioStream
     from tinyconv.data.manifest import DatasetError
-    from tinyconv.features import StreamingFrontend
     from tinyconv.hashing import file_sha256
 
-    frontend = frontend or FrontendConfig()
     out = []
     for entry in entries:
         path = Path(dataset_dir) / str(entry["path"])
@@ -182,9 +186,20 @@ def load_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, A
             raise DatasetError(f"negative stream {path} changed since the dataset was written (sha256 "
                                f"{digest[:12]}..., labels.json says {expected[:12]}...); re-create the dataset")
         try:
-            audio = AudioStream(path, frontend.sample_rate_hz)
-            samples = audio.segment(0, audio.num_samples)
+            audio = AudioStream(path, sample_rate_hz)
+            out.append(audio.segment(0, audio.num_samples))
         except AudioError as err:
             raise DatasetError(f"negative stream {err}") from None
-        out.append(StreamingFrontend(frontend).process(samples))
     return out
+
+
+def load_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, Any]],
+                          frontend: Any = None) -> list[np.ndarray]:
+    """Device features [T, F] of each stored negative stream, computed on the continuous audio as
+    the device computes them (`read_negative_streams` checks the files)."""
+    from tinyconv.config import FrontendConfig
+    from tinyconv.features import StreamingFrontend
+
+    frontend = frontend or FrontendConfig()
+    return [StreamingFrontend(frontend).process(a)
+            for a in read_negative_streams(dataset_dir, entries, frontend.sample_rate_hz)]
