@@ -89,7 +89,8 @@ def test_print_config_from_any_folder(tmp_path: Path, monkeypatch: pytest.Monkey
 SMOKE = ["data.num_positive=30", "data.num_confusable=12", "data.num_other_speech=12", "data.num_background=6",
          "data.num_other_wake_words=4", "data.random_voices=0", "data.natural_negative_seconds=10",
          "data.kokoro_fraction=0.4", "data.hibari_fraction=0.1", "data.kokoro_blends=2",
-         "augment.num_room_impulse_responses=3", "train.epochs=1", "distill.teacher_epochs=1"]
+         "data.negative_stream_minutes=0.5", "augment.num_room_impulse_responses=3", "train.epochs=1",
+         "distill.teacher_epochs=1"]
 
 
 @pytest.mark.slow  # 114 s on 2 cores loaded by another run (load ~4): Kokoro, hibari, gate, two teachers, export
