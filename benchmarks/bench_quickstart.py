@@ -91,8 +91,10 @@ def main() -> int:
                     help="default benchmarks/results/quickstart_stream.json (streaming), quickstart.json (window)")
     args = ap.parse_args()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)  # from nothing: no dataset, no feature cache
-    config = replace(load_config(args.config), data={"dataset_dir": str(out / "data")}, train={"out_dir": str(out)})
+    shutil.rmtree(out, ignore_errors=True)  # from nothing: no dataset, no feature cache, no TTS cache
+    config = replace(load_config(args.config), data={"dataset_dir": str(out / "data"),
+                                                     "tts_cache_dir": str(out / "tts_cache")},
+                     train={"out_dir": str(out)})
     t0 = time.perf_counter()
     result = quickstart(config)
     total = time.perf_counter() - t0

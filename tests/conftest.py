@@ -36,13 +36,15 @@ STREAM_SECONDS = 40.0
 
 @pytest.fixture(scope="session")
 def streamed_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny dataset plus STREAM_SECONDS of negative-stream audio for val and test."""
+    """The tiny dataset plus STREAM_SECONDS of negative-stream audio for each of train, val and test."""
     if shutil.which("espeak-ng") is None:
         skip_unless_ci("espeak-ng is not installed (the set-up installs it)")
     from tinyconv.data.synth import synthesize_dataset
 
     root = tmp_path_factory.mktemp("streamed")
-    return synthesize_dataset(tiny_config(root, f"data.negative_stream_minutes={STREAM_SECONDS / 60}"), root / "data")
+    minutes = STREAM_SECONDS / 60
+    cfg = tiny_config(root, f"data.negative_stream_minutes={minutes}", f"data.train_negative_stream_minutes={minutes}")
+    return synthesize_dataset(cfg, root / "data")
 
 
 @pytest.fixture()

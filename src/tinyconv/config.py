@@ -273,6 +273,9 @@ class DataConfig:
     # the validation streams select the epoch (train.selection_metric: stream_recall_at_fa) and
     # the exporter's probability_cutoff on them, the test streams score the model. 0 = clips only.
     negative_stream_minutes: float = 0.0
+    # The same for the training split (its own voices, random ones included, and rooms): each
+    # batch replaces train.long_negative_fraction of its negative clips by windows drawn from it.
+    train_negative_stream_minutes: float = 0.0
     # Real recorded speech that ships in system packages, as negatives: "klettres" (Debian
     # klettres-data, letters and syllables by native speakers of 20 languages).
     recorded_speech: tuple[str, ...] = ()
@@ -340,7 +343,8 @@ class DataConfig:
         _ranges("data", self, {"kokoro_fraction": (0.0, 1.0), "hibari_fraction": (0.0, 1.0),
                                "kokoro_blends": (0, 10_000), "natural_negative_seconds": (0.0, 360_000.0),
                                "num_other_wake_words": (0, 1_000_000), "recorded_max_clips": (0, 1_000_000),
-                               "negative_stream_minutes": (0.0, 6_000.0)})
+                               "negative_stream_minutes": (0.0, 6_000.0),
+                               "train_negative_stream_minutes": (0.0, 60_000.0)})
         _check(self.recorded_max_clips == 0 or self.recorded_max_clips >= 3,
                f"data.recorded_max_clips must be 0 (all) or at least 3 (a speaker for each split), "
                f"got {_show(self.recorded_max_clips)}")
@@ -433,6 +437,10 @@ class TrainConfig:
     # Share of negative clips replaced, each epoch, by a window across the junction of two
     # negative clips (windows sliding over long negative audio).
     stream_negative_fraction: float = 0.0
+    # Share of negative training clips replaced, each batch, by a window drawn at random from the
+    # training split's long negative audio (data.train_negative_stream_minutes; ignored without
+    # it): hours of continuous speech, babble, music and noise, where minutes of clips repeat.
+    long_negative_fraction: float = 0.3
     # selection_metric stream_recall_at_fa: validation-stream recall at the lowest cutoff whose
     # false accepts per hour on the validation negatives (ESPHome's detector) are <= this.
     target_fa_per_hour: float = 0.5
@@ -468,6 +476,7 @@ class TrainConfig:
         # Up to the whole 1 s window: beyond it the window holds none of the wake word.
         _range("train", self, "stream_positive_delay_ms", 0, 1000)
         _range("train", self, "stream_negative_fraction", 0.0, 1.0)
+        _range("train", self, "long_negative_fraction", 0.0, 1.0)
         _range("train", self, "target_fa_per_hour", 0.0, 1000.0, low_open=True)
         _check(_is_number(self.target_far) and 0 < self.target_far < 1, "train.target_far must be in (0, 1)")
         _check(self.device in ("auto", "cpu", "cuda"),

@@ -23,9 +23,9 @@ def streamed(streamed_dataset: Path) -> Path:
     return streamed_dataset
 
 
-def test_val_and_test_get_their_minutes_of_stream_audio(streamed: Path) -> None:
+def test_each_split_gets_its_minutes_of_stream_audio(streamed: Path) -> None:
     rows, info = read_manifest(streamed)
-    assert info.negative_streams is not None and set(info.negative_streams) == {"val", "test"}
+    assert info.negative_streams is not None and set(info.negative_streams) == {"train", "val", "test"}
     for split, entry in info.negative_streams.items():
         assert sum(f["seconds"] for f in entry["files"]) == pytest.approx(SECONDS)
         assert all((streamed / f["path"]).is_file() for f in entry["files"])
@@ -42,7 +42,7 @@ def test_val_and_test_get_their_minutes_of_stream_audio(streamed: Path) -> None:
     clips = int(fs.everyday_negatives().sum())
     assert stream.shape[0] == clips * fs.x.shape[1] + fs.negative_streams[0].shape[0]
     np.testing.assert_array_equal(stream[-100:], fs.negative_streams[0][-100:])
-    assert load_features(streamed, "train").negative_streams == []
+    assert len(load_features(streamed, "train").negative_streams) == 1
 
 
 def test_validation_streams_hold_the_long_audio(streamed: Path) -> None:
@@ -111,3 +111,33 @@ def test_malformed_stream_entries_in_labels_json_are_refused(streamed: Path, tmp
 def test_datasets_without_streams_keep_labels_json_as_it_was(tiny_dataset: Path) -> None:
     assert "negative_streams" not in json.loads((tiny_dataset / "labels.json").read_text())
     assert load_features(tiny_dataset, "val").negative_streams == []
+
+
+def test_training_batches_draw_negatives_from_the_long_audio(streamed: Path, tmp_path: Path) -> None:
+    """train.long_negative_fraction of a batch's negatives become windows of the training split's
+    long negative audio; positives are untouched; the draw is seeded (exact resume)."""
+    import torch
+
+    from tests.helpers import TINY_OVERRIDES
+    from tinyconv.config import load_config
+    from tinyconv.trainer.loop import Trainer
+
+    cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={tmp_path}",
+                             "train.long_negative_fraction=1.0"])
+    train, val = load_features(streamed, "train"), load_features(streamed, "val")
+    trainer = Trainer(cfg, train, val, tmp_path)
+    assert trainer.long_negatives is not None
+    long = trainer.long_negatives
+    x, y = trainer.x[:64], trainer.y[:64]
+    out = trainer._long_negative_windows(x, y, torch.Generator().manual_seed(0))
+    again = trainer._long_negative_windows(x, y, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    pos = y == train.positive_index
+    assert torch.equal(out[pos], x[pos]) and bool(pos.any()) and bool((~pos).any())
+    t = x.shape[1]
+    for row in out[~pos]:  # every negative is now a window of the long audio
+        hits = torch.nonzero(torch.all(long[: len(long) - t + 1] == row[0], dim=1)).flatten()
+        assert any(torch.equal(long[h : h + t], row) for h in hits.tolist())
+    off = Trainer(load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={tmp_path}",
+                                     "train.long_negative_fraction=0"]), train, val, tmp_path)
+    assert off.long_negatives is None

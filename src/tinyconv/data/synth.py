@@ -334,7 +334,8 @@ def _synthesize_into(config: Config, out: Path, gate: ClipGate | None = None) ->
         rows = list(parallel_map(_augment, jobs, workers, "augment", state, f"{__name__}:_AUG_STATE"))
     finally:
         _AUG_STATE.clear()
-    streams = _write_negative_streams(config, out, plan, rirs) if d.negative_stream_minutes > 0 else None
+    streams = (_write_negative_streams(config, out, plan, rirs)
+               if d.negative_stream_minutes > 0 or d.train_negative_stream_minutes > 0 else None)
     write_manifest(out, rows, DatasetInfo(labels=[NEGATIVE_LABEL, d.wake_word_label], positive_label=d.wake_word_label,
                                           intelligibility_gate=report.metadata() if gate is not None else None,
                                           negative_streams=streams))
@@ -348,20 +349,25 @@ STREAM_ENGINES = ("espeak-ng", "flite")
 
 def _write_negative_streams(config: Config, out: Path, plan: list[Utterance],
                             rirs: dict[str, list[np.ndarray]]) -> dict[str, Any]:
-    """data.negative_stream_minutes of long negative audio for val and test, by each split's own
-    espeak-ng / flite voices in its own rooms (tinyconv.data.negative_streams), as 10 min WAVs."""
+    """data.negative_stream_minutes of long negative audio for val and test (and
+    data.train_negative_stream_minutes for train), by each split's own espeak-ng / flite voices in
+    its own rooms (tinyconv.data.negative_streams), as 10 min WAVs."""
     from tinyconv.data.negative_streams import negative_stream_audio
 
     d = config.data
     result: dict[str, Any] = {}
-    for i, split in enumerate(("val", "test")):
+    minutes = {"val": d.negative_stream_minutes, "test": d.negative_stream_minutes,
+               "train": d.train_negative_stream_minutes}
+    for i, split in enumerate(("val", "test", "train")):
+        if minutes[split] <= 0:
+            continue
         voices = sorted({u.voice for u in plan if u.split == split and u.voice is not None
                          and u.voice.engine in STREAM_ENGINES}, key=lambda v: v.id)
         if not voices:
-            warnings.warn(f"data.negative_stream_minutes: the {split} split has no espeak-ng/flite voice to speak "
-                          f"its negative streams; it gets none", stacklevel=3)
+            warnings.warn(f"negative streams: the {split} split has no espeak-ng/flite voice to speak them; it gets "
+                          f"none", stacklevel=3)
             continue
-        pieces, info = negative_stream_audio(d.wake_word, voices, d.negative_stream_minutes * 60.0, rirs[split],
+        pieces, info = negative_stream_audio(d.wake_word, voices, minutes[split] * 60.0, rirs[split],
                                              seed=d.seed * 10 + 3 + i, speeds_wpm=d.speeds_wpm, workers=d.num_workers)
         files = []
         for k, audio in enumerate(pieces):

@@ -295,6 +295,12 @@ class Trainer:
         if (self.stream_delay_frames > 0 or tc.stream_negative_fraction > 0) and pos is not None:
             neg = torch.nonzero(self.y != pos).flatten()
             self.negative_pool = neg if len(neg) else None
+        # The training split's long negative audio as one [T, F] tensor (data.train_negative_stream_minutes).
+        self.long_negatives: torch.Tensor | None = None
+        if train.negative_streams and tc.long_negative_fraction > 0:
+            self.long_negatives = torch.from_numpy(np.concatenate(train.negative_streams, axis=0).astype(np.float32))
+            if self.long_negatives.shape[0] < train.x.shape[1]:
+                self.long_negatives = None  # shorter than one window: nothing to draw
         self.val_streams = None
         if tc.selection_metric == "stream_recall_at_fa":
             if pos is None or val.positive_index is None:
@@ -305,6 +311,24 @@ class Trainer:
                     f"train.selection_metric=stream_recall_at_fa needs a streaming model (model.name "
                     f"stream_tinyconv*), got {self.config.model.name!r}; use wake_recall_at_far")
             self.val_streams = build_feature_streams(val, seed=tc.seed, step_ms=self.config.frontend.step_ms)
+
+    def _long_negative_windows(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A train.long_negative_fraction of this batch's negatives replaced by windows at random
+        positions of the training split's long negative audio (drawn from `g`: exact resume). The
+        label stays negative; a distillation teacher that runs on the window (tinyconv) sees it."""
+        assert self.long_negatives is not None
+        pos = self.train_set.positive_index
+        take = torch.rand(len(y), generator=g) < self.config.train.long_negative_fraction
+        if pos is not None:
+            take &= y != pos
+        t = x.shape[1]
+        starts = torch.randint(0, self.long_negatives.shape[0] - t + 1, (len(y),), generator=g)
+        if not bool(take.any()):
+            return x
+        windows = self.long_negatives[starts[take].unsqueeze(1) + torch.arange(t)]
+        x = x.clone()
+        x[take] = windows
+        return x
 
     def _stream_windows(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Shifted positive windows and junction negatives for this batch (drawn from `g`: exact resume)."""
@@ -425,6 +449,8 @@ class Trainer:
                 x = self.x[idx]
                 if self.negative_pool is not None:
                     x = self._stream_windows(x, self.y[idx], g)
+                if self.long_negatives is not None:
+                    x = self._long_negative_windows(x, self.y[idx], g)
                 x = freq_shift(x, g, tc.freq_shift_channels)
                 if tc.spec_augment:
                     x = spec_augment(x, g, tc.time_mask_frames, tc.freq_mask_channels)
