@@ -70,6 +70,7 @@ SCALES: dict[str, dict[str, Any]] = {
                   dilations=(1, 2, 4, 4), random_voices=500,
                   teacher_size="tiny", teacher_epochs=1, qat_epochs=4, negative_stream_s=3600.0,
                   stream_epochs=40, negative_hours=5.0, negative_stream_minutes=120.0,
+                  train_negative_stream_minutes=180.0,
                   stream_positives=100, stream_runtime="litert",
                   scale_base=(40, 30, 30, 10), scale_epochs=3, scale_factors=(1, 4, 16)),
     "full": dict(sizes=(1200, 900, 900, 300), rirs=24, copies=2, width=1.0, epochs=40, batch=128, patience=10,
@@ -117,6 +118,8 @@ def base_config(word: str, dataset_dir: Path, out_dir: Path, preset: dict[str, A
         f"data.random_voices={preset.get('random_voices', 0)}",
         # Hours of validation negatives select the streaming epoch and set its manifest cutoff.
         f"data.negative_stream_minutes={preset.get('negative_stream_minutes', 0.0)}",
+        # ... and hours of training negatives replace a share of each batch's negative clips.
+        f"data.train_negative_stream_minutes={preset.get('train_negative_stream_minutes', 0.0)}",
     ])
 
 
