@@ -20,7 +20,10 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     results = train_teachers(config, log=print)
     for r in results:
-        print(f"{r.kind} ({config.distill.teacher_size}, {r.num_parameters / 1e6:.2f} M params): "
+        # A pretrained teacher's size is its folder's, not distill.teacher_size.
+        origin = (f"pretrained {config.distill.teacher_pretrained_dirs[r.kind]}"
+                  if r.kind in config.distill.teacher_pretrained_dirs else config.distill.teacher_size)
+        print(f"{r.kind} ({origin}, {r.num_parameters / 1e6:.2f} M params): "
               f"val accuracy {r.val_accuracy:.4f} after {config.distill.teacher_epochs} epochs "
               f"in {r.train_seconds:.0f} s; saved {r.path}")
     print(f"teachers in {teacher_dir(config)} ({time.perf_counter() - t0:.0f} s); distillation reads them "
