@@ -128,18 +128,14 @@ def test_training_batches_draw_negatives_from_the_long_audio(streamed: Path, tmp
     trainer = Trainer(cfg, train, val, tmp_path)
     assert trainer.long_negatives is not None
     long = trainer.long_negatives
-    idx = torch.arange(len(trainer.y))
-    x, y = trainer.x, trainer.y
-    out = trainer._long_negative_windows(x, y, idx, torch.Generator().manual_seed(0))
-    again = trainer._long_negative_windows(x, y, idx, torch.Generator().manual_seed(0))
+    x, y = trainer.x[:64], trainer.y[:64]
+    out = trainer._long_negative_windows(x, y, torch.Generator().manual_seed(0))
+    again = trainer._long_negative_windows(x, y, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
     pos = y == train.positive_index
-    near = trainer.confusable  # near misses stay too: they set the clip-level false-accept rate
-    keep = pos | near
-    assert bool(pos.any()) and bool(near.any()) and bool((~keep).any())
-    assert torch.equal(out[keep], x[keep])
+    assert torch.equal(out[pos], x[pos]) and bool(pos.any()) and bool((~pos).any())
     t = x.shape[1]
-    for row in out[~keep]:  # every other negative is now a window of the long audio
+    for row in out[~pos]:  # every negative is now a window of the long audio
         hits = torch.nonzero(torch.all(long[: len(long) - t + 1] == row[0], dim=1)).flatten()
         assert any(torch.equal(long[h : h + t], row) for h in hits.tolist())
     off = Trainer(load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={tmp_path}",

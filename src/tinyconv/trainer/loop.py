@@ -264,7 +264,6 @@ class Trainer:
                         else torch.ones(len(train.labels))).to(self.device)
         # Per-clip loss weights, only when the set has confusables to weight (None: plain loss).
         confusable = torch.tensor([r.kind == "confusable" for r in train.rows], dtype=torch.bool)
-        self.confusable = confusable if len(confusable) == len(train.y) else torch.zeros(len(train.y), dtype=torch.bool)
         self.sample_weights: torch.Tensor | None = None
         if tc.confusable_weight != 1.0 and len(confusable) == len(train.y) and bool(confusable.any()):
             self.sample_weights = torch.where(confusable, tc.confusable_weight, 1.0).to(self.device)
@@ -313,17 +312,15 @@ class Trainer:
                     f"stream_tinyconv*), got {self.config.model.name!r}; use wake_recall_at_far")
             self.val_streams = build_feature_streams(val, seed=tc.seed, step_ms=self.config.frontend.step_ms)
 
-    def _long_negative_windows(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
-                               g: torch.Generator) -> torch.Tensor:
-        """A train.long_negative_fraction of this batch's negatives (not the near misses) replaced by
-        windows at random positions of the training split's long negative audio (drawn from `g`:
-        exact resume). The label stays negative; a teacher that runs on the window sees it."""
+    def _long_negative_windows(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A train.long_negative_fraction of this batch's negatives replaced by windows at random
+        positions of the training split's long negative audio (drawn from `g`: exact resume). The
+        label stays negative; a distillation teacher that runs on the window (tinyconv) sees it."""
         assert self.long_negatives is not None
         pos = self.train_set.positive_index
         take = torch.rand(len(y), generator=g) < self.config.train.long_negative_fraction
         if pos is not None:
             take &= y != pos
-        take &= ~self.confusable[idx]  # near misses stay: they are rare and set the clip-level FAR
         t = x.shape[1]
         starts = torch.randint(0, self.long_negatives.shape[0] - t + 1, (len(y),), generator=g)
         if not bool(take.any()):
@@ -453,7 +450,7 @@ class Trainer:
                 if self.negative_pool is not None:
                     x = self._stream_windows(x, self.y[idx], g)
                 if self.long_negatives is not None:
-                    x = self._long_negative_windows(x, self.y[idx], idx, g)
+                    x = self._long_negative_windows(x, self.y[idx], g)
                 x = freq_shift(x, g, tc.freq_shift_channels)
                 if tc.spec_augment:
                     x = spec_augment(x, g, tc.time_mask_frames, tc.freq_mask_channels)
