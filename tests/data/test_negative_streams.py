@@ -33,7 +33,7 @@ def test_each_split_gets_its_minutes_of_stream_audio(streamed: Path) -> None:
         split_voices = {r.voice for r in rows if r.split == split and r.voice.startswith(("espeak-ng", "flite"))}
         assert entry["voices"] == len(split_voices)
         assert entry["speech_utterances"] > 0
-    fs = load_features(streamed, "val")
+    fs = load_features(streamed, "val", with_streams=True)
     assert len(fs.negative_streams) == 1
     assert abs(fs.negative_streams[0].shape[0] - SECONDS * 100) <= 3  # 10 ms frames of continuous audio
     # The one everyday-audio stream: every everyday negative clip, then the long stream.
@@ -42,13 +42,15 @@ def test_each_split_gets_its_minutes_of_stream_audio(streamed: Path) -> None:
     clips = int(fs.everyday_negatives().sum())
     assert stream.shape[0] == clips * fs.x.shape[1] + fs.negative_streams[0].shape[0]
     np.testing.assert_array_equal(stream[-100:], fs.negative_streams[0][-100:])
-    assert len(load_features(streamed, "train").negative_streams) == 1
+    assert len(load_features(streamed, "train", with_streams=True).negative_streams) == 1
+    # Only on request: loaders that need the clips alone (calibration, teachers) skip the hours.
+    assert load_features(streamed, "train").negative_streams == []
 
 
 def test_validation_streams_hold_the_long_audio(streamed: Path) -> None:
     from tinyconv.trainer.streams import build_feature_streams
 
-    fs = load_features(streamed, "val")
+    fs = load_features(streamed, "val", with_streams=True)
     with_audio = build_feature_streams(fs, seed=0)
     fs.negative_streams = []
     clips_only = build_feature_streams(fs, seed=0)
@@ -85,10 +87,21 @@ def test_a_changed_stream_file_is_refused_by_name(streamed: Path, tmp_path: Path
     data[-2:] = b"\x01\x02"
     victim.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=r"val_negative_000\.wav changed since the dataset was written"):
-        load_features(ds, "val")
+        load_features(ds, "val", with_streams=True)
+    # The ESPHome exporter's cutoff search reads the same split: a damaged dataset is an error
+    # there too, not a silent fall-back to the default cutoff.
+    from types import SimpleNamespace
+
+    from tests.helpers import tiny_config
+    from tinyconv.export.esphome import _dataset_split
+
+    src = SimpleNamespace(config=tiny_config(tmp_path, f"data.dataset_dir={ds}"))
+    with pytest.raises(DatasetError, match=r"val_negative_000\.wav changed since the dataset was written"):
+        _dataset_split(src, "val", with_streams=True)
+    assert _dataset_split(SimpleNamespace(config=tiny_config(tmp_path / "none")), "val") is None
     victim.unlink()
     with pytest.raises(DatasetError, match=r"val_negative_000\.wav is unreadable"):
-        load_features(ds, "val")
+        load_features(ds, "val", with_streams=True)
 
 
 @pytest.mark.parametrize("streams, message", [
@@ -110,7 +123,7 @@ def test_malformed_stream_entries_in_labels_json_are_refused(streamed: Path, tmp
 
 def test_datasets_without_streams_keep_labels_json_as_it_was(tiny_dataset: Path) -> None:
     assert "negative_streams" not in json.loads((tiny_dataset / "labels.json").read_text())
-    assert load_features(tiny_dataset, "val").negative_streams == []
+    assert load_features(tiny_dataset, "val", with_streams=True).negative_streams == []
 
 
 def test_training_batches_draw_negatives_from_the_long_audio(streamed: Path, tmp_path: Path) -> None:
@@ -124,7 +137,7 @@ def test_training_batches_draw_negatives_from_the_long_audio(streamed: Path, tmp
 
     cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={tmp_path}",
                              "train.long_negative_fraction=1.0"])
-    train, val = load_features(streamed, "train"), load_features(streamed, "val")
+    train, val = load_features(streamed, "train", with_streams=True), load_features(streamed, "val", with_streams=True)
     trainer = Trainer(cfg, train, val, tmp_path)
     assert trainer.long_negatives is not None
     long = trainer.long_negatives

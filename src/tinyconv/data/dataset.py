@@ -96,8 +96,12 @@ def load_features(
     strict: bool = False,
     workers: int = 0,
     limit: int | None = None,
+    with_streams: bool = False,
 ) -> FeatureSet:
-    """Features for every clip of `split`. Bad clips are skipped with a warning (raise if strict)."""
+    """Features for every clip of `split`. Bad clips are skipped with a warning (raise if strict).
+
+    `with_streams`: also the split's long negative audio (`FeatureSet.negative_streams`, hours of
+    it: read and featurized only by those that count false accepts per hour or train on it)."""
     frontend = frontend or FrontendConfig()
     rows, info = read_manifest(dataset_dir)
     rows = [r for r in rows if r.split == split][:limit]
@@ -132,8 +136,7 @@ def load_features(
     if not xs:
         raise DatasetError(f"no usable clips in split {split!r} of {dataset_dir} ({summary})")
     y = np.array([info.labels.index(r.label) for r in kept], dtype=np.int64)
-    from tinyconv.data.negative_streams import load_negative_streams
+    from tinyconv.data.negative_streams import load_negative_streams, stream_entries
 
-    streams = load_negative_streams(dataset_dir, ((info.negative_streams or {}).get(split) or {}).get("files", []),
-                                    frontend)
+    streams = load_negative_streams(dataset_dir, stream_entries(info, split), frontend) if with_streams else []
     return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary, streams)

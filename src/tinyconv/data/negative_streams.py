@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyconv.data.manifest import DatasetInfo
 from tinyconv.data.tts import Voice
 
 SAMPLE_RATE = 16000
@@ -157,11 +158,8 @@ def negative_stream_audio(wake_word: str, voices: Sequence[Voice], seconds: floa
     return pieces, info
 
 
-def split_stream_entries(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
+def stream_entries(info: DatasetInfo, split: str) -> list[dict[str, Any]]:
     """The stored negative-stream files of `split` (labels.json `negative_streams`; [] if none)."""
-    from tinyconv.data.manifest import read_manifest
-
-    _, info = read_manifest(dataset_dir)
     return list(((info.negative_streams or {}).get(split) or {}).get("files", []))
 
 

@@ -776,13 +776,21 @@ def _clip_stream(clips: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.concatenate(list(clips[idx]), axis=0).astype(np.float32)
 
 
-def _dataset_split(src: Any, split: str) -> FeatureSet | None:
+def _dataset_split(src: Any, split: str, *, with_streams: bool = False) -> FeatureSet | None:
+    """The checkpoint's dataset split, or None when the dataset or the split is not there (then
+    the caller's default applies). A dataset that is there but damaged (a changed clip or stream
+    file) is an error: a cutoff silently chosen without its negatives would be wrong."""
     from tinyconv.data.dataset import load_features
+    from tinyconv.data.manifest import DatasetError, read_manifest
 
+    root = Path(src.config.data.dataset_dir).resolve()
     try:
-        return load_features(Path(src.config.data.dataset_dir).resolve(), split, src.config.frontend)
-    except (OSError, ValueError):
+        rows, _ = read_manifest(root)
+    except (OSError, DatasetError):
         return None
+    if not any(r.split == split for r in rows):
+        return None
+    return load_features(root, split, src.config.frontend, with_streams=with_streams)
 
 
 def load_streaming_model(src: Any) -> torch.nn.Module:
@@ -911,7 +919,7 @@ def export_esphome(
     else:
         neg = negatives
         if neg is None:
-            val = _dataset_split(src, "val")
+            val = _dataset_split(src, "val", with_streams=True)
             neg = val.negative_stream() if val is not None else None
         if neg is None:
             cutoff_info = {"cutoff": DEFAULT_PROBABILITY_CUTOFF, "source": "default (no negative features)"}

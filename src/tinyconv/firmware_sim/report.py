@@ -288,7 +288,7 @@ def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, posit
                             detector: Any = None) -> dict[str, Any]:
     from tinyconv.data.audio import load_audio
     from tinyconv.data.manifest import read_manifest, resolve
-    from tinyconv.data.negative_streams import read_negative_streams, split_stream_entries
+    from tinyconv.data.negative_streams import read_negative_streams, stream_entries
     from tinyconv.firmware_sim.streaming import Stream, build_streams, evaluate_streams
 
     rows, info = read_manifest(dataset)
@@ -301,7 +301,7 @@ def _streaming_from_dataset(model: TfliteModel, arena: int, dataset: Path, posit
     streams = build_streams(pos, neg, positive_stream_s=max(30.0, 4.5 * len(pos)),
                             negative_stream_s=max(60.0, 1.0 * len(neg)))
     # The test split's long negative audio (data.negative_stream_minutes), as negative-only streams.
-    streams += [Stream(a) for a in read_negative_streams(dataset, split_stream_entries(dataset, "test"))]
+    streams += [Stream(a) for a in read_negative_streams(dataset, stream_entries(info, "test"))]
     runner = make_runner("tflm", model, arena_size=arena)
     return evaluate_streams(runner, streams, detector, positive_index=info.labels.index(label))
 

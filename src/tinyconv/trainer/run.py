@@ -21,8 +21,8 @@ from tinyconv.trainer.loop import Trainer, TrainResult, describe_model_differenc
 
 def load_splits(config: Config, splits: tuple[str, ...] = ("train", "val")) -> dict[str, FeatureSet]:
     d = config.data
-    return {s: load_features(d.dataset_dir, s, config.frontend, strict=d.strict, workers=d.num_workers)
-            for s in splits}
+    return {s: load_features(d.dataset_dir, s, config.frontend, strict=d.strict, workers=d.num_workers,
+                             with_streams=True) for s in splits}
 
 
 def train(config: Config, *, resume: bool = False, init_checkpoint: str | Path | None = None,
@@ -237,7 +237,8 @@ def _quickstart(config: Config) -> QuickstartResult:
                                                                val=data["val"])
         seconds["export"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        test = load_features(config.data.dataset_dir, "test", config.frontend, workers=config.data.num_workers)
+        test = load_features(config.data.dataset_dir, "test", config.frontend, workers=config.data.num_workers,
+                             with_streams=True)
         out.streaming = streaming_test_report(result.checkpoint_path, test,
                                               cutoff=out.esphome_manifest["micro"]["probability_cutoff"])
         seconds["streams"] = time.perf_counter() - t0
