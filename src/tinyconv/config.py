@@ -441,6 +441,17 @@ class TrainConfig:
     # training split's long negative audio (data.train_negative_stream_minutes; ignored without
     # it): hours of continuous speech, babble, music and noise, where minutes of clips repeat.
     long_negative_fraction: float = 0.3
+    # Share of those long-negative windows drawn from the hardest places of the training streams
+    # instead of at random (streaming models only): before each epoch after the first, the model
+    # (its weight average when train.ema_decay is on) runs over the whole training stream, and
+    # windows end at the steps it scores highest (the top 1 %: trainer/loop.py HARD_NEGATIVE_POOL). Random
+    # windows of hours of audio are mostly easy; the false accepts live in a few hundred places.
+    hard_negative_fraction: float = 0.0
+    # Share of positive training clips replaced, each batch, by the same clip heard in the
+    # training split's long negative audio (mixed over it, the frontend running on it before:
+    # tinyconv.data.negative_streams.context_positives; ignored without that audio). Without it a
+    # model sees everyday audio only as negatives and learns it as evidence against the wake word.
+    context_positive_fraction: float = 1.0
     # selection_metric stream_recall_at_fa: validation-stream recall at the lowest cutoff whose
     # false accepts per hour on the validation negatives (ESPHome's detector) are <= this.
     target_fa_per_hour: float = 0.5
@@ -477,6 +488,8 @@ class TrainConfig:
         _range("train", self, "stream_positive_delay_ms", 0, 1000)
         _range("train", self, "stream_negative_fraction", 0.0, 1.0)
         _range("train", self, "long_negative_fraction", 0.0, 1.0)
+        _range("train", self, "hard_negative_fraction", 0.0, 1.0)
+        _range("train", self, "context_positive_fraction", 0.0, 1.0)
         _range("train", self, "target_fa_per_hour", 0.0, 1000.0, low_open=True)
         _check(_is_number(self.target_far) and 0 < self.target_far < 1, "train.target_far must be in (0, 1)")
         _check(self.device in ("auto", "cpu", "cuda"),

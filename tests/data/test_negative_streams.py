@@ -154,3 +154,143 @@ def test_training_batches_draw_negatives_from_the_long_audio(streamed: Path, tmp
     off = Trainer(load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={tmp_path}",
                                      "train.long_negative_fraction=0"]), train, val, tmp_path)
     assert off.long_negatives is None
+
+
+def _stream_trainer(streamed: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    from tests.helpers import TINY_OVERRIDES
+    from tinyconv.config import load_config
+    from tinyconv.trainer.loop import Trainer
+
+    cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={out}",
+                             "model.name=stream_tinyconv_test", "train.long_negative_fraction=1.0",
+                             "train.hard_negative_fraction=1.0", *extra])
+    train, val = load_features(streamed, "train", with_streams=True), load_features(streamed, "val", with_streams=True)
+    return Trainer(cfg, train, val, out)
+
+
+def test_hard_negatives_are_the_windows_the_model_scores_highest(streamed: Path, tmp_path: Path) -> None:
+    """train.hard_negative_fraction: the mined windows are the top HARD_NEGATIVE_POOL of the
+    training stream's windows by the model's own (non-streaming) score, and a batch with fraction
+    1.0 draws its long negatives from them only."""
+    import torch
+
+    from tinyconv.trainer.loop import HARD_NEGATIVE_POOL
+
+    trainer = _stream_trainer(streamed, tmp_path)
+    long, t = trainer.long_negatives, trainer.x.shape[1]
+    assert long is not None
+    starts = trainer.mine_hard_negatives()
+    model = trainer.eval_module.eval()
+    step = 3
+    # Every window that ends on a step of the stream (the last step ends at the last frame).
+    ends = np.arange(len(long), t - 1, -step)[::-1]
+    with torch.no_grad():
+        windows = torch.stack([long[e - t : e] for e in ends])
+        scores = torch.softmax(model(windows), dim=-1)[:, trainer.train_set.positive_index].numpy()
+    k = max(1, round(HARD_NEGATIVE_POOL * len(scores)))
+    assert len(starts) == k and len(set(starts.tolist())) == k
+    mined = np.isin(ends - t, starts.numpy())
+    assert mined.sum() == k  # every mined start is a step-aligned window of the stream
+    assert scores[mined].min() >= scores[~mined].max() - 1e-5
+    trainer.hard_starts = starts
+    x, y = trainer.x[:64], trainer.y[:64]
+    out = trainer._long_negative_windows(x, y, torch.Generator().manual_seed(0))
+    neg = y != trainer.train_set.positive_index
+    hard = {tuple(long[s : s + t].flatten()[:8].tolist()) for s in starts.tolist()}
+    assert all(tuple(row.flatten()[:8].tolist()) in hard for row in out[neg])
+
+
+def test_hard_negative_mining_resumes_exactly(streamed: Path, tmp_path: Path) -> None:
+    """A run stopped after an epoch and resumed mines from the same weights, so it ends with the
+    weights of the run that was not stopped."""
+    import torch
+
+    from tinyconv.trainer.loop import LAST
+
+    full = _stream_trainer(streamed, tmp_path / "full", "train.epochs=3")
+    full.fit()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_epoch_2(_module: object, epoch: int) -> None:
+        if epoch == 2:
+            raise Killed
+
+    stopped = _stream_trainer(streamed, tmp_path / "stopped", "train.epochs=3")
+    stopped.epoch_hook = kill_at_epoch_2
+    with pytest.raises(Killed):
+        stopped.fit()
+    _stream_trainer(streamed, tmp_path / "stopped", "train.epochs=3").fit(resume=True)
+    a = torch.load(tmp_path / "full" / LAST, weights_only=True)
+    b = torch.load(tmp_path / "stopped" / LAST, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_hard_negatives_need_a_float_streaming_model(streamed: Path, tmp_path: Path) -> None:
+    from tinyconv.trainer.streams import StreamSelectionError
+
+    with pytest.raises(StreamSelectionError, match=r"train\.hard_negative_fraction .* needs a float streaming model.*"
+                                                   r"got 'tinyconv'.*set train\.hard_negative_fraction=0"):
+        _stream_trainer(streamed, tmp_path, "model.name=tinyconv")
+
+
+def test_context_positives_are_the_clips_heard_in_the_long_audio(streamed: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each positive mixed over the split's long audio, featurized continuously: its first
+    num_frames frames end where the clip ends, and the audio before and under it changes them."""
+    from tinyconv.config import FrontendConfig
+    from tinyconv.data import negative_streams as ns
+    from tinyconv.data.audio import load_audio
+    from tinyconv.data.manifest import resolve
+    from tinyconv.features import StreamingFrontend
+    from tinyconv.features.frontend import clip_features
+
+    fc = FrontendConfig()
+    val = load_features(streamed, "val", with_streams=True)
+    pos_rows = [r for r in val.rows if r.label == val.positive_label]
+    post = ns.CONTEXT_POST_MS // fc.step_ms
+    assert val.context_positives is not None
+    assert val.context_positives.shape == (len(pos_rows), fc.num_frames + post, fc.num_channels)
+    assert load_features(streamed, "val").context_positives is None  # clips only: not computed
+    _, info = read_manifest(streamed)
+    audio = ns.read_negative_streams(streamed, ns.stream_entries(info, "val"))
+    again = ns.context_positives(streamed, pos_rows[:3], audio, seed=ns.split_seed("val"))
+    np.testing.assert_array_equal(again, val.context_positives[:3])  # seeded: the same every load
+    clip = load_audio(resolve(str(streamed), pos_rows[0])).samples
+    assert not np.allclose(val.context_positives[0, : fc.num_frames], clip_features(clip, fc))
+    # Alignment: with the long audio silenced, the first frames are the clip's own, ending at its end.
+    monkeypatch.setattr(ns, "CONTEXT_GAIN", (0.0, 0.0))
+    quiet = ns.context_positives(streamed, pos_rows[:1], audio)
+    pre = int(ns.CONTEXT_S * fc.sample_rate_hz) // fc.step_samples * fc.step_samples
+    alone = StreamingFrontend(fc).process(np.concatenate([np.zeros(pre, np.int16), clip]))[-fc.num_frames :]
+    np.testing.assert_array_equal(quiet[0, : fc.num_frames], alone)
+
+
+def test_training_and_validation_use_the_positives_heard_in_context(streamed: Path, tmp_path: Path) -> None:
+    """train.context_positive_fraction 1.0: every positive of a batch becomes its clip heard in the
+    training streams, ending 0..stream_positive_delay_ms after the clip; negatives are untouched.
+    The validation streams place the validation positives heard in context."""
+    import torch
+
+    from tinyconv.trainer.streams import build_feature_streams
+
+    trainer = _stream_trainer(streamed, tmp_path, "train.context_positive_fraction=1.0",
+                              "train.stream_positive_delay_ms=200", "train.hard_negative_fraction=0")
+    ctx = trainer.context_positives
+    assert ctx is not None
+    x, y, idx = trainer.x[:64], trainer.y[:64], torch.arange(64)
+    out = trainer._context_positive_windows(x, idx, torch.Generator().manual_seed(0))
+    pos = y == trainer.train_set.positive_index
+    assert bool(pos.any()) and torch.equal(out[~pos], x[~pos])
+    t = x.shape[1]
+    for i in torch.nonzero(pos).flatten().tolist():
+        row = int(trainer.context_row[i])
+        assert any(torch.equal(out[i], ctx[row, d : d + t]) for d in range(21)), i
+    val = trainer.val_set
+    assert val.context_positives is not None
+    streams = build_feature_streams(val)
+    for a, b in streams.spans:
+        assert any(np.array_equal(streams.positive[a:b], c[:t]) for c in val.context_positives)

@@ -28,6 +28,9 @@ class FeatureSet:
     summary: LoadSummary = field(default_factory=LoadSummary)
     # Device features [T, F] of the split's long negative audio (data.negative_stream_minutes).
     negative_streams: list[np.ndarray] = field(default_factory=list)
+    # The positive clips (in row order) heard in that audio: [P, frames + post, F], the first
+    # `frames` ending where the clip ends (tinyconv.data.negative_streams.context_positives).
+    context_positives: np.ndarray | None = None
 
     @property
     def positive_index(self) -> int | None:
@@ -101,7 +104,8 @@ def load_features(
     """Features for every clip of `split`. Bad clips are skipped with a warning (raise if strict).
 
     `with_streams`: also the split's long negative audio (`FeatureSet.negative_streams`, hours of
-    it: read and featurized only by those that count false accepts per hour or train on it)."""
+    it: read and featurized only by those that count false accepts per hour or train on it) and
+    its positives heard in that audio (`FeatureSet.context_positives`)."""
     frontend = frontend or FrontendConfig()
     rows, info = read_manifest(dataset_dir)
     rows = [r for r in rows if r.split == split][:limit]
@@ -136,7 +140,12 @@ def load_features(
     if not xs:
         raise DatasetError(f"no usable clips in split {split!r} of {dataset_dir} ({summary})")
     y = np.array([info.labels.index(r.label) for r in kept], dtype=np.int64)
-    from tinyconv.data.negative_streams import load_negative_streams, stream_entries
+    from tinyconv.data.negative_streams import load_negative_streams
 
-    streams = load_negative_streams(dataset_dir, stream_entries(info, split), frontend) if with_streams else []
-    return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary, streams)
+    streams: list[np.ndarray] = []
+    context = None
+    if with_streams:
+        positives = [r for r in kept if r.label == info.positive_label]
+        streams, context = load_negative_streams(dataset_dir, info, split, positives, frontend)
+    return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary, streams,
+                      context)

@@ -191,13 +191,75 @@ def read_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, A
     return out
 
 
-def load_negative_streams(dataset_dir: str | Path, entries: Sequence[dict[str, Any]],
-                          frontend: Any = None) -> list[np.ndarray]:
-    """Device features [T, F] of each stored negative stream, computed on the continuous audio as
-    the device computes them (`read_negative_streams` checks the files)."""
+def split_seed(split: str) -> int:
+    """A split's own seed for its context positives (stable across runs, unlike hash())."""
+    import zlib
+
+    return zlib.crc32(split.encode())
+
+
+def load_negative_streams(dataset_dir: str | Path, info: DatasetInfo, split: str, positive_rows: Sequence[Any],
+                          frontend: Any = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A split's stored long negative audio as device features: ([T, F] per stream, computed on
+    the continuous audio as the device computes them; `read_negative_streams` checks the files),
+    and `context_positives` of `positive_rows` over that audio (None without streams or rows)."""
     from tinyconv.config import FrontendConfig
     from tinyconv.features import StreamingFrontend
 
     frontend = frontend or FrontendConfig()
-    return [StreamingFrontend(frontend).process(a)
-            for a in read_negative_streams(dataset_dir, entries, frontend.sample_rate_hz)]
+    audio = read_negative_streams(dataset_dir, stream_entries(info, split), frontend.sample_rate_hz)
+    features = [StreamingFrontend(frontend).process(a) for a in audio]
+    context = None
+    if audio and positive_rows:
+        context = context_positives(dataset_dir, positive_rows, audio, frontend, seed=split_seed(split))
+    return features, context
+
+
+# Positives heard in context (`context_positives`): seconds of the split's long negative audio the
+# frontend runs on before each wake word, the gain range of that audio (it keeps playing under the
+# wake word), and how long it runs on after the clip (the streaming trainer's delayed windows).
+CONTEXT_S = 2.0
+CONTEXT_GAIN = (0.1, 0.5)
+CONTEXT_POST_MS = 500
+
+
+def context_positives(dataset_dir: str | Path, rows: Sequence[Any], streams: Sequence[np.ndarray],
+                      frontend: Any = None, *, seed: int = 0) -> np.ndarray:
+    """Device features of each positive clip as a device hears it in everyday audio: the clip mixed
+    over a seeded piece of the split's long negative audio `streams` (int16) at a gain in
+    CONTEXT_GAIN, featurized continuously from CONTEXT_S before the clip to CONTEXT_POST_MS after
+    it. Returns float32 [len(rows), num_frames + post frames, F]; row i's first num_frames frames
+    are the window that ends where the clip ends.
+
+    Why: clip features start from a pre-roll of noise at the clip's own level
+    (`features.frontend.clip_features`), while on a device the noise estimate and automatic gain
+    of the frontend have just heard speech, music or a TV. A streaming model trained on hours of
+    such context as negatives, and on wake words only ever after quiet noise, learns the context as
+    evidence against the wake word (measured on benchmarks/e2e.py's held-out streams: the streaming
+    model's share of positives above 0.8 at the clip's end fell from 0.45 to 0.20 in context)."""
+    from tinyconv.config import FrontendConfig
+    from tinyconv.data.audio import load_audio
+    from tinyconv.data.manifest import resolve
+    from tinyconv.features import StreamingFrontend
+    from tinyconv.features.frontend import fit_clip
+
+    fc = frontend or FrontendConfig()
+    step = fc.step_samples
+    pre = int(CONTEXT_S * fc.sample_rate_hz) // step * step
+    post = int(CONTEXT_POST_MS * fc.sample_rate_hz / 1000) // step * step
+    need = pre + fc.clip_samples + post
+    usable = [s for s in streams if len(s) >= need]
+    if not usable:
+        raise ValueError(f"context_positives needs a negative stream of at least {need / fc.sample_rate_hz:.1f} s")
+    frames = fc.num_frames + post // step
+    out = np.empty((len(rows), frames, fc.num_channels), dtype=np.float32)
+    rng = np.random.default_rng([seed, 41])
+    for i, row in enumerate(rows):
+        clip = fit_clip(load_audio(resolve(str(dataset_dir), row), fc.sample_rate_hz).samples, fc.clip_samples)
+        bed = usable[int(rng.integers(len(usable)))]
+        start = int(rng.integers(0, len(bed) - need + 1))
+        mix = bed[start : start + need].astype(np.float32) * float(rng.uniform(*CONTEXT_GAIN))
+        mix[pre : pre + fc.clip_samples] += clip
+        feats = StreamingFrontend(fc).process(np.clip(np.round(mix), -32768, 32767).astype(np.int16))
+        out[i] = feats[-frames:]
+    return out

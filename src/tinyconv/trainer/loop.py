@@ -41,6 +41,10 @@ CONFIG = "config.yaml"
 RUN_FILES = (BEST, LAST, CONFIG)
 # Held (flock) by the training process for the whole run; a second `train` into the folder fails.
 LOCK = ".train.lock"
+# train.hard_negative_fraction: the share of the training stream's steps, highest-scoring first,
+# that hard long-negative windows end at. 1 % of 3 h is 3,600 steps: a few hundred places where
+# the model fires or nearly does (a trigger spans several steps), not one region repeated.
+HARD_NEGATIVE_POOL = 0.01
 
 try:
     import fcntl
@@ -301,6 +305,21 @@ class Trainer:
             self.long_negatives = torch.from_numpy(np.concatenate(train.negative_streams, axis=0).astype(np.float32))
             if self.long_negatives.shape[0] < train.x.shape[1]:
                 self.long_negatives = None  # shorter than one window: nothing to draw
+        # Positive clips heard in the training streams, and each training row's index into them.
+        self.context_positives: torch.Tensor | None = None
+        self.context_row = torch.full((len(self.y),), -1, dtype=torch.long)
+        if train.context_positives is not None and tc.context_positive_fraction > 0 and pos is not None:
+            self.context_positives = torch.from_numpy(train.context_positives)
+            where = torch.nonzero(self.y == pos).flatten()
+            self.context_row[where] = torch.arange(len(where))
+        # Start frames of the hardest windows of long_negatives, re-mined before each epoch.
+        self.hard_starts: torch.Tensor | None = None
+        if tc.hard_negative_fraction > 0 and self.long_negatives is not None and not callable(
+                getattr(self.module, "forward_steps", None)):
+            raise StreamSelectionError(
+                f"train.hard_negative_fraction mines the training streams step by step and needs a float streaming "
+                f"model (model.name stream_tinyconv*, not QAT), got {self.config.model.name!r}"
+                f"{' (QAT)' if self.kind == 'qat' else ''}; set train.hard_negative_fraction=0")
         self.val_streams = None
         if tc.selection_metric == "stream_recall_at_fa":
             if pos is None or val.positive_index is None:
@@ -323,9 +342,49 @@ class Trainer:
             take &= y != pos
         t = x.shape[1]
         starts = torch.randint(0, self.long_negatives.shape[0] - t + 1, (len(y),), generator=g)
+        if self.hard_starts is not None:
+            hard = torch.rand(len(y), generator=g) < self.config.train.hard_negative_fraction
+            pick = self.hard_starts[torch.randint(0, len(self.hard_starts), (len(y),), generator=g)]
+            starts = torch.where(hard, pick, starts)
         if not bool(take.any()):
             return x
         windows = self.long_negatives[starts[take].unsqueeze(1) + torch.arange(t)]
+        x = x.clone()
+        x[take] = windows
+        return x
+
+    def mine_hard_negatives(self) -> torch.Tensor:
+        """Start frames of the training-stream windows the model (as validated) scores highest:
+        the top HARD_NEGATIVE_POOL of its steps over the whole stream (train.hard_negative_fraction).
+        Deterministic in the weights, so a resumed run mines what the uninterrupted one did."""
+        from tinyconv.trainer.streams import step_probabilities
+
+        assert self.long_negatives is not None and self.train_set.positive_index is not None
+        module = self.eval_module
+        was_training = module.training
+        ends, probs = step_probabilities(module, self.long_negatives.numpy(), self.train_set.positive_index,
+                                         self.device)
+        module.train(was_training)
+        t = self.train_set.x.shape[1]
+        keep = ends >= t  # the window [end - T, end) lies inside the stream
+        ends, probs = ends[keep], probs[keep]
+        k = max(1, int(round(HARD_NEGATIVE_POOL * len(probs))))
+        top = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
+        return torch.from_numpy((ends[top] - t).astype(np.int64))
+
+    def _context_positive_windows(self, x: torch.Tensor, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A train.context_positive_fraction of this batch's positives replaced by the same clip heard
+        in the training streams, as the window ending 0..train.stream_positive_delay_ms after it
+        (at most the CONTEXT_POST_MS computed; drawn from `g`: exact resume)."""
+        assert self.context_positives is not None
+        t = x.shape[1]
+        rows = self.context_row[idx]
+        take = (torch.rand(len(idx), generator=g) < self.config.train.context_positive_fraction) & (rows >= 0)
+        most = min(self.stream_delay_frames, self.context_positives.shape[1] - t)
+        delay = torch.randint(0, most + 1, (len(idx),), generator=g)
+        if not bool(take.any()):
+            return x
+        windows = self.context_positives[rows[take].unsqueeze(1), delay[take].unsqueeze(1) + torch.arange(t)]
         x = x.clone()
         x[take] = windows
         return x
@@ -439,6 +498,9 @@ class Trainer:
             perm = perm[self.rank :: self.world][: self.steps_per_epoch * self.per_rank_batch]
             if self.epoch_hook is not None:
                 self.epoch_hook(self.module, epoch)
+            if self.config.train.hard_negative_fraction > 0 and self.long_negatives is not None and epoch > 0:
+                # Epoch 0 draws at random: an untrained model's highest scores mark nothing.
+                self.hard_starts = self.mine_hard_negatives()
             self.model.train()
             t0 = time.perf_counter()
             total_loss = 0.0
@@ -449,6 +511,8 @@ class Trainer:
                 x = self.x[idx]
                 if self.negative_pool is not None:
                     x = self._stream_windows(x, self.y[idx], g)
+                if self.context_positives is not None:
+                    x = self._context_positive_windows(x, idx, g)
                 if self.long_negatives is not None:
                     x = self._long_negative_windows(x, self.y[idx], g)
                 x = freq_shift(x, g, tc.freq_shift_channels)

@@ -6,15 +6,17 @@ the first 74 feature slices (740 ms) after start and after each detection. So a 
 must rise within a few hundred ms after the wake word ends, stay up for several steps, and stay
 low everywhere else in long audio. The synthesized 1 s clips hold the wake word end-aligned
 (ending 0-150 ms before the clip's end), which is one instant of that; this module makes the
-rest at feature level (no new audio):
+rest at feature level:
 
 - `shift_windows`: positives become the window that ends `d` frames after the clip's end
   (d drawn from 0..`train.stream_positive_delay_ms`), the clip followed by a random negative
-  clip; a share (`train.stream_negative_fraction`) of negatives become a window across the
+  clip (or, for `train.context_positive_fraction` of them, the clip heard in the training
+  streams, which run on after it: `FeatureSet.context_positives`); a share
+  (`train.stream_negative_fraction`) of negatives become a window across the
   junction of two negative clips, as a window slides over long negative audio.
 - `FeatureStreams` / `stream_report`: the validation split as two long feature streams (every
   negative clip back to back, then its long negative audio if the dataset has some; every
-  positive after two negative clips) run through the model's
+  positive, heard in that audio when there is some, after two negative clips) run through the model's
   `forward_steps` and ESPHome's detector at the export's cutoff grid: recall at the lowest cutoff
   whose false accepts per hour on the negative stream are <= `train.target_fa_per_hour`
   (`train.selection_metric: stream_recall_at_fa`).
@@ -89,7 +91,8 @@ class FeatureStreams:
 
 def build_feature_streams(fs: FeatureSet, *, seed: int = 0, step_ms: int = 10) -> FeatureStreams:
     """Every everyday negative clip back to back (seeded order), then the split's long negative
-    streams (data.negative_stream_minutes); every positive after GAP_CLIPS negative clips.
+    streams (data.negative_stream_minutes); every positive after GAP_CLIPS negative clips, as
+    heard in those streams when the split has them (`FeatureSet.context_positives`).
 
     Near misses ("confusable") are left out (`FeatureSet.everyday_negatives`): false accepts per
     hour are a measure on everyday audio, as the field and benchmarks/e2e.py measure them; near
@@ -107,10 +110,13 @@ def build_feature_streams(fs: FeatureSet, *, seed: int = 0, step_ms: int = 10) -
     negative = fs.negative_stream(rng.permutation(len(neg)))
     assert negative is not None  # neg is not empty
     t = x.shape[1]
+    # A positive as the device hears it when the split has long negative audio (mixed over it,
+    # the frontend running on it before: FeatureSet.context_positives), else the clip.
+    heard = fs.context_positives[:, :t] if fs.context_positives is not None else x[pos]
     parts, spans = [], []
-    for k, i in enumerate(rng.permutation(pos)):
+    for k, j in enumerate(rng.permutation(len(pos))):
         parts.extend(x[rng.choice(neg, GAP_CLIPS)])
-        parts.append(x[i])
+        parts.append(heard[j])
         start = (k * (GAP_CLIPS + 1) + GAP_CLIPS) * t
         spans.append((start, start + t))
     parts.extend(x[rng.choice(neg, GAP_CLIPS)])  # room to fire after the last positive
