@@ -313,12 +313,15 @@ def test_teacher_train_trains_the_window_teacher_and_distillation_reads_it(
     from tinyconv.trainer.teachers import WINDOW_TEACHER_MODELS, train_teachers
 
     cfg = replace(dcfg, model={"name": "stream_tinyconv", "tiny_conv_use_depthwise": False},
-                  distill={"teachers": ["tinyconv"], "teacher_epochs": 1})
+                  distill={"teachers": ["tinyconv"], "teacher_epochs": 1},
+                  train={"hard_negative_fraction": 0.8, "context_positive_fraction": 1.0})  # the recipes'
     (res,) = train_teachers(cfg, features={"train": splits[0], "val": splits[1]})
     ckpt = load_checkpoint(res.path / "checkpoint.pt")
     assert ckpt.config.model.name == "tinyconv" and ckpt.config.model.width_multiplier == 0.5
     assert ckpt.config.model.tiny_conv_use_depthwise == WINDOW_TEACHER_MODELS["tiny"]["tiny_conv_use_depthwise"]
     assert ckpt.config.train.stream_positive_delay_ms == 0 and res.num_parameters > 0
+    # Window making of the streaming student stays with it (hard mining needs a streaming model).
+    assert ckpt.config.train.hard_negative_fraction == 0 and ckpt.config.train.context_positive_fraction == 0
     assert res.val_accuracy == ckpt.metrics["val_accuracy"]  # accuracy, not the selection metric
     tr = _trainer(cfg, splits, {})
     assert list(tr.feature_teachers) == ["tinyconv"] and tr.teacher_ids["tinyconv"] != "in-memory"

@@ -680,7 +680,9 @@ def train_window_teacher(config: Config, out_dir: Path, *, features: dict[str, A
     tcfg = replace(config, model=model,
                    train={"out_dir": str(out_dir), "epochs": dc.teacher_epochs,
                           "early_stopping_patience": dc.teacher_epochs, "selection_metric": "wake_recall_at_far",
-                          "stream_positive_delay_ms": 0, "stream_negative_fraction": 0.0},
+                          # A window model: none of the streaming student's window making.
+                          "stream_positive_delay_ms": 0, "stream_negative_fraction": 0.0,
+                          "hard_negative_fraction": 0.0, "context_positive_fraction": 0.0},
                    distill={"enabled": False}, qat={"enabled": False})
     if log is not None:
         log(f"tinyconv: training the window teacher ({dc.teacher_size}: {WINDOW_TEACHER_MODELS[dc.teacher_size]}) "
