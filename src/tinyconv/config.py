@@ -451,8 +451,9 @@ class TrainConfig:
     # training split's long negative audio (mixed over it, the frontend running on it before:
     # tinyconv.data.negative_streams.context_positives; ignored without that audio). Without it a
     # streaming model sees everyday audio only as negatives and learns it as evidence against the
-    # wake word; the streaming recipes set 1.0. 0 by default: a window model selected on clip
-    # metrics (validation clips start from quiet noise) was much worse with it (README, Training).
+    # wake word. benchmarks/e2e.py's streaming model, distilled from a window model, uses 1.0; 0 by
+    # default: without a teacher (the quickstart) and for window models it made them worse
+    # (README, Training).
     context_positive_fraction: float = 0.0
     # selection_metric stream_recall_at_fa: validation-stream recall at the lowest cutoff whose
     # false accepts per hour on the validation negatives (ESPHome's detector) are <= this.
