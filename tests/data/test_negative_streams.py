@@ -164,7 +164,8 @@ def _stream_trainer(streamed: Path, out: Path, *extra: str):  # type: ignore[no-
     cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={out}",
                              "model.name=stream_tinyconv_test", "train.long_negative_fraction=1.0",
                              "train.hard_negative_fraction=1.0", *extra])
-    train, val = load_features(streamed, "train", with_streams=True), load_features(streamed, "val", with_streams=True)
+    train = load_features(streamed, "train", with_streams=True, with_context=True)
+    val = load_features(streamed, "val", with_streams=True, with_context=True)
     return Trainer(cfg, train, val, out)
 
 
@@ -249,12 +250,12 @@ def test_context_positives_are_the_clips_heard_in_the_long_audio(streamed: Path,
     from tinyconv.features.frontend import clip_features
 
     fc = FrontendConfig()
-    val = load_features(streamed, "val", with_streams=True)
+    val = load_features(streamed, "val", with_streams=True, with_context=True)
     pos_rows = [r for r in val.rows if r.label == val.positive_label]
     post = ns.CONTEXT_POST_MS // fc.step_ms
     assert val.context_positives is not None
     assert val.context_positives.shape == (len(pos_rows), fc.num_frames + post, fc.num_channels)
-    assert load_features(streamed, "val").context_positives is None  # clips only: not computed
+    assert load_features(streamed, "val", with_streams=True).context_positives is None  # not asked for
     _, info = read_manifest(streamed)
     audio = ns.read_negative_streams(streamed, ns.stream_entries(info, "val"))
     again = ns.context_positives(streamed, pos_rows[:3], audio, seed=ns.split_seed("val"))
@@ -294,3 +295,26 @@ def test_training_and_validation_use_the_positives_heard_in_context(streamed: Pa
     streams = build_feature_streams(val)
     for a, b in streams.spans:
         assert any(np.array_equal(streams.positive[a:b], c[:t]) for c in val.context_positives)
+
+
+def test_context_positives_need_a_stream_longer_than_their_audio(streamed: Path) -> None:
+    from tinyconv.data import negative_streams as ns
+
+    val = load_features(streamed, "val")
+    rows = [r for r in val.rows if r.label == val.positive_label][:1]
+    with pytest.raises(DatasetError, match=r"need a negative stream of at least 3\.5 s, the longest is 1\.0 s.*"
+                                           r"train\.context_positive_fraction=0"):
+        ns.context_positives(streamed, rows, [np.zeros(16000, np.int16)])
+
+
+def test_training_on_context_positives_needs_them_loaded(streamed: Path, tmp_path: Path) -> None:
+    from tests.helpers import TINY_OVERRIDES
+    from tinyconv.config import load_config
+    from tinyconv.trainer.loop import Trainer
+    from tinyconv.trainer.streams import StreamSelectionError
+
+    cfg = load_config(None, [*TINY_OVERRIDES, f"data.dataset_dir={streamed}", f"train.out_dir={tmp_path}",
+                             "train.context_positive_fraction=1.0"])
+    train, val = load_features(streamed, "train", with_streams=True), load_features(streamed, "val")
+    with pytest.raises(StreamSelectionError, match=r"context_positive_fraction needs .* with_context=True"):
+        Trainer(cfg, train, val, tmp_path)

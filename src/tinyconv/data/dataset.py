@@ -100,12 +100,14 @@ def load_features(
     workers: int = 0,
     limit: int | None = None,
     with_streams: bool = False,
+    with_context: bool = False,
 ) -> FeatureSet:
     """Features for every clip of `split`. Bad clips are skipped with a warning (raise if strict).
 
     `with_streams`: also the split's long negative audio (`FeatureSet.negative_streams`, hours of
-    it: read and featurized only by those that count false accepts per hour or train on it) and
-    its positives heard in that audio (`FeatureSet.context_positives`)."""
+    it: read and featurized only by those that count false accepts per hour or train on it).
+    `with_context` (with `with_streams`): also its positives heard in that audio
+    (`FeatureSet.context_positives`, about 3 ms a clip: only for those that use them)."""
     frontend = frontend or FrontendConfig()
     rows, info = read_manifest(dataset_dir)
     rows = [r for r in rows if r.split == split][:limit]
@@ -145,7 +147,7 @@ def load_features(
     streams: list[np.ndarray] = []
     context = None
     if with_streams:
-        positives = [r for r in kept if r.label == info.positive_label]
+        positives = [r for r in kept if r.label == info.positive_label] if with_context else []
         streams, context = load_negative_streams(dataset_dir, info, split, positives, frontend)
     return FeatureSet(np.stack(xs).astype(np.float32), y, info.labels, info.positive_label, kept, summary, streams,
                       context)

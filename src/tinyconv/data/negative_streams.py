@@ -250,7 +250,13 @@ def context_positives(dataset_dir: str | Path, rows: Sequence[Any], streams: Seq
     need = pre + fc.clip_samples + post
     usable = [s for s in streams if len(s) >= need]
     if not usable:
-        raise ValueError(f"context_positives needs a negative stream of at least {need / fc.sample_rate_hz:.1f} s")
+        from tinyconv.data.manifest import DatasetError
+
+        raise DatasetError(f"{dataset_dir}: positives heard in context need a negative stream of at least "
+                           f"{need / fc.sample_rate_hz:.1f} s, the longest is "
+                           f"{max((len(s) for s in streams), default=0) / fc.sample_rate_hz:.1f} s; synthesize "
+                           f"more (data.negative_stream_minutes, data.train_negative_stream_minutes) or set "
+                           f"train.context_positive_fraction=0")
     frames = fc.num_frames + post // step
     out = np.empty((len(rows), frames, fc.num_channels), dtype=np.float32)
     rng = np.random.default_rng([seed, 41])

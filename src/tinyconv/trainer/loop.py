@@ -308,7 +308,11 @@ class Trainer:
         # Positive clips heard in the training streams, and each training row's index into them.
         self.context_positives: torch.Tensor | None = None
         self.context_row = torch.full((len(self.y),), -1, dtype=torch.long)
-        if train.context_positives is not None and tc.context_positive_fraction > 0 and pos is not None:
+        if tc.context_positive_fraction > 0 and train.negative_streams and pos is not None:
+            if train.context_positives is None:
+                raise StreamSelectionError("train.context_positive_fraction needs the training split loaded with its "
+                                           "context positives (load_features(..., with_streams=True, "
+                                           "with_context=True); trainer.run.load_splits does it)")
             self.context_positives = torch.from_numpy(train.context_positives)
             where = torch.nonzero(self.y == pos).flatten()
             self.context_row[where] = torch.arange(len(where))

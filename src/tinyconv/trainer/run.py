@@ -20,9 +20,13 @@ from tinyconv.trainer.loop import Trainer, TrainResult, describe_model_differenc
 
 
 def load_splits(config: Config, splits: tuple[str, ...] = ("train", "val")) -> dict[str, FeatureSet]:
-    d = config.data
+    d, tc = config.data, config.train
+    # Positives heard in the long audio: trained on (train.context_positive_fraction), and placed
+    # in the other splits' streams when the epoch is selected on streams.
+    context = {s: tc.context_positive_fraction > 0 if s == "train" else tc.selection_metric == "stream_recall_at_fa"
+               for s in splits}
     return {s: load_features(d.dataset_dir, s, config.frontend, strict=d.strict, workers=d.num_workers,
-                             with_streams=True) for s in splits}
+                             with_streams=True, with_context=context[s]) for s in splits}
 
 
 def train(config: Config, *, resume: bool = False, init_checkpoint: str | Path | None = None,
@@ -238,7 +242,7 @@ def _quickstart(config: Config) -> QuickstartResult:
         seconds["export"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         test = load_features(config.data.dataset_dir, "test", config.frontend, workers=config.data.num_workers,
-                             with_streams=True)
+                             with_streams=True, with_context=True)
         out.streaming = streaming_test_report(result.checkpoint_path, test,
                                               cutoff=out.esphome_manifest["micro"]["probability_cutoff"])
         seconds["streams"] = time.perf_counter() - t0
